@@ -1,0 +1,117 @@
+"""Configuration: defaults, then the environment, then the test dict (the only reader of os.environ)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from app.embedded import DEFAULT_ROOT, running_urls
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def celery_settings(broker_url: str | None) -> dict[str, Any]:
+    """Celery 5 settings (lower-case names); JSON is the only content accepted on the wire."""
+    return {
+        "broker_url": broker_url,
+        # Redis is transport, not storage: run state lives in job_runs (DESIGN "Read").
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "broker_connection_retry_on_startup": True,
+        # A publish must give up quickly when Redis is down, so a request can answer 503
+        # within seconds instead of hanging (the seed hung 19 s, then gave 500).
+        "broker_connection_timeout": 2.0,
+        "broker_transport_options": {
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": 5.0,
+        },
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 0.5,
+        },
+        "worker_hijack_root_logger": False,
+        "worker_prefetch_multiplier": 1,
+    }
+
+
+class Config:
+    """Defaults for every process; each may be overridden by an environment variable of the same name."""
+
+    #: PostgreSQL URL; None means "start the embedded server under instance/".
+    DATABASE_URL: str | None = os.environ.get("DATABASE_URL") or None
+    #: Redis URL for the broker; None means "start the embedded server under instance/".
+    REDIS_URL: str | None = os.environ.get("REDIS_URL") or None
+    SECRET_KEY: str = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    PORT: int = _env_int("PORT", 5000)
+
+    MAIL_SERVER: str = os.environ.get("MAIL_SERVER", "127.0.0.1")
+    MAIL_PORT: int = _env_int("MAIL_PORT", 8025)
+    MAIL_USE_TLS: bool = _env_bool("MAIL_USE_TLS", False)
+    MAIL_USE_SSL: bool = _env_bool("MAIL_USE_SSL", False)
+    MAIL_USERNAME: str | None = os.environ.get("MAIL_USERNAME") or None
+    MAIL_PASSWORD: str | None = os.environ.get("MAIL_PASSWORD") or None
+    MAIL_DEFAULT_SENDER: str = os.environ.get("MAIL_DEFAULT_SENDER", "beatkeeper@localhost")
+    ALERT_EMAILS: list[str] = [
+        a.strip() for a in os.environ.get("ALERT_EMAILS", "").split(",") if a.strip()
+    ]
+
+    #: Seconds per step of demo.long_task (the seed's is 1 s; tests shorten it).
+    DEMO_STEP_SECONDS: float = _env_float("DEMO_STEP_SECONDS", 1.0)
+    #: Largest stored result or argument document, in bytes, before it is replaced by a marker.
+    RESULT_MAX_BYTES: int = _env_int("RESULT_MAX_BYTES", 64 * 1024)
+    #: Minimum seconds between two progress writes of one run.
+    PROGRESS_MIN_INTERVAL_S: float = _env_float("PROGRESS_MIN_INTERVAL_S", 0.5)
+    #: Where the embedded PostgreSQL and Redis keep their data.
+    EMBEDDED_PATH: str = os.environ.get("EMBEDDED_PATH") or str(DEFAULT_ROOT)
+
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": 5},
+    }
+
+
+def load(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings as a dict: Config's values, overridden by test_config."""
+    settings = {k: getattr(Config, k) for k in dir(Config) if k.isupper()}
+    settings.update(test_config or {})
+    if not (settings.get("DATABASE_URL") and settings.get("REDIS_URL")) and not test_config:
+        # Not configured: use the embedded servers of a running ./run, if any.
+        for key, url in running_urls(settings["EMBEDDED_PATH"]).items():
+            settings[key] = settings.get(key) or url
+    if not settings.get("DATABASE_URL"):
+        raise RuntimeError(
+            "DATABASE_URL is not set. Start the service with ./run (it starts an embedded "
+            "PostgreSQL) or set DATABASE_URL=postgresql://..."
+        )
+    if not settings.get("REDIS_URL"):
+        raise RuntimeError(
+            "REDIS_URL is not set. Start the service with ./run (it starts an embedded "
+            "Redis) or set REDIS_URL=redis://..."
+        )
+    settings["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"]
+    celery = celery_settings(settings["REDIS_URL"])
+    celery.update(settings.get("CELERY") or {})
+    settings["CELERY"] = celery
+    return settings

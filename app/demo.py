@@ -1,0 +1,76 @@
+"""The seed's demo pages: the long task with live progress bars, and its status endpoint."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, render_template, url_for
+from sqlalchemy import select
+
+from models import JobRun, RunState, db
+from scheduler.enqueue import BrokerUnavailable, enqueue
+
+bp = Blueprint("demo", __name__)
+
+#: /status state names for our run states (the seed's Celery names where it has them).
+_STATUS_NAMES = {
+    RunState.SCHEDULED: "PENDING",
+    RunState.QUEUED: "PENDING",
+    RunState.RUNNING: "PROGRESS",
+    RunState.RETRYING: "RETRY",
+    RunState.SUCCEEDED: "SUCCESS",
+    RunState.FAILED: "FAILURE",
+    RunState.REVOKED: "REVOKED",
+    RunState.LOST: "LOST",
+    RunState.SKIPPED: "SKIPPED",
+}
+PENDING = {"state": "PENDING", "current": 0, "total": 1, "status": "Pending..."}
+
+
+@bp.get("/")
+def index() -> str:
+    return render_template("index.html")
+
+
+@bp.post("/longtask")
+def longtask():
+    try:
+        task_id = enqueue("demo.long_task", trigger="web")
+    except BrokerUnavailable:
+        return jsonify(error="broker_unavailable",
+                       message="The task queue is not reachable; the task was not started."), 503
+    return jsonify({}), 202, {"Location": url_for("demo.task_status", task_id=task_id)}
+
+
+@bp.get("/status/<task_id>")
+def task_status(task_id: str):
+    run = db.session.scalar(select(JobRun).where(JobRun.task_id == task_id[:255]))
+    return jsonify(status_document(run))
+
+
+def status_document(run: JobRun | None) -> dict[str, Any]:
+    """The seed's /status shapes, read from the run row."""
+    if run is None:
+        return dict(PENDING)
+    state = RunState(run.state)
+    name = _STATUS_NAMES[state]
+    if name == "PENDING":
+        return dict(PENDING)
+    if state is RunState.SUCCEEDED:
+        result = run.result
+        if isinstance(result, dict) and "result" in result:
+            return {"state": name, "current": result.get("current", 1),
+                    "total": result.get("total", 1),
+                    "status": result.get("status", "Task completed!"),
+                    "result": result["result"]}
+        return {"state": name, "current": 1, "total": 1, "status": "Task completed!",
+                "result": result}
+    if state is RunState.FAILED:
+        return {"state": name, "current": 1, "total": 1,
+                "status": run.error_message or run.error_type or "failed"}
+    if state in (RunState.RUNNING, RunState.RETRYING):
+        status = run.progress_message or ("Retrying..." if name == "RETRY" else "Running...")
+        return {"state": name, "current": run.progress_current or 0,
+                "total": run.progress_total or 1, "status": status}
+    return {"state": name, "current": run.progress_current or 0,
+            "total": run.progress_total or 1,
+            "status": run.error_message or state.value.capitalize()}

@@ -1,0 +1,118 @@
+"""`./run`: embedded servers when no URL is set, migrations, then web, worker and beat.
+
+Their output is interleaved line by line, each line labelled with its process. SIGINT or SIGTERM
+stops every process it started (children first, then the embedded servers); if one child
+exits, the others are stopped too.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from app.config import Config
+from app.embedded import EmbeddedServices
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+STOP_TIMEOUT_S = 15.0
+_print_lock = threading.Lock()
+
+
+PR_SET_PDEATHSIG = 1
+# Loaded here, not in the forked child, where loading a library could deadlock.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM if the launcher itself dies (even by kill -9)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _relay(label: str, stream) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        with _print_lock:
+            print(f"{label:<6} | {line}", flush=True)
+
+
+def _spawn(label: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        argv, cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    threading.Thread(target=_relay, args=(label, proc.stdout), daemon=True).start()
+    return proc
+
+
+def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for label, proc in procs.items():
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print(f"{label:<6} | did not stop in {STOP_TIMEOUT_S:.0f} s; killing", flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> int:
+    stop_event = threading.Event()
+
+    def request_stop(signum, _frame):
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    embedded = None
+    root = Path(Config.EMBEDDED_PATH)
+    if not (Config.DATABASE_URL and Config.REDIS_URL):
+        embedded = EmbeddedServices(root)
+        print(f"run    | starting embedded PostgreSQL and Redis under {root}", flush=True)
+        urls = embedded.start()
+        env.update({k: v for k, v in urls.items() if not getattr(Config, k)})
+    procs: dict[str, subprocess.Popen] = {}
+    code = 0
+    try:
+        flask = [str(BIN / "flask"), "--app", "app"]
+        print("run    | migrating the database", flush=True)
+        migrate = _spawn("db", flask + ["db", "upgrade"], env)
+        if migrate.wait() != 0:
+            print("run    | migration failed; stopping", flush=True)
+            return 1
+        celery = [str(BIN / "celery"), "-A", "worker"]
+        port = str(Config.PORT)
+        procs["web"] = _spawn("web", flask + ["run", "--host", "127.0.0.1", "--port", port,
+                                              "--no-reload"], env)
+        procs["worker"] = _spawn("worker", celery + ["worker", "--loglevel", "INFO",
+                                                     "--concurrency", "2"], env)
+        root.mkdir(exist_ok=True)
+        beat_file = str(root / "celerybeat-schedule")
+        procs["beat"] = _spawn("beat", celery + ["beat", "--loglevel", "INFO",
+                                                 "--schedule", beat_file], env)
+        print(f"run    | web on http://127.0.0.1:{port} ; Ctrl-C stops everything", flush=True)
+        while not stop_event.wait(0.5):
+            exited = [label for label, p in procs.items() if p.poll() is not None]
+            if exited:
+                print(f"run    | {', '.join(exited)} exited; stopping the others", flush=True)
+                code = 1
+                break
+    finally:
+        print("run    | stopping", flush=True)
+        _stop(procs)
+        if embedded is not None:
+            embedded.stop()
+        print("run    | stopped", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Job records: one JobRun per Celery task_id, one JobEvent per state transition."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import DateTime
+
+from models.base import db
+from models.states import FINAL_STATES, RunState
+
+TZ = DateTime(timezone=True)
+_STATE_LIST = ", ".join(f"'{s.value}'" for s in RunState)
+
+
+class JobRun(db.Model):
+    """One run of a task, keyed by its Celery task_id; retries keep the row."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({_STATE_LIST})", name="state"),
+        Index("ix_job_runs_task_name_id", "task_name", "id"),
+        Index("ix_job_runs_state_id", "state", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(255), unique=True)
+    task_name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    #: Who published it: web, api, cli, beat, manual, rerun, or external (plain Celery means).
+    trigger: Mapped[str] = mapped_column(String(16), server_default="external")
+    queue: Mapped[str | None] = mapped_column(String(255))
+    args: Mapped[Any | None] = mapped_column(JSONB)
+    kwargs: Mapped[Any | None] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    #: When a scheduled run is due, or when a retrying run's next attempt is due.
+    eta: Mapped[datetime | None] = mapped_column(TZ)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    error_type: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    progress_current: Mapped[int | None] = mapped_column(BigInteger)
+    progress_total: Mapped[int | None] = mapped_column(BigInteger)
+    progress_message: Mapped[str | None] = mapped_column(Text)
+    progress_at: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    scheduled_at: Mapped[datetime | None] = mapped_column(TZ)
+    queued_at: Mapped[datetime | None] = mapped_column(TZ)
+    started_at: Mapped[datetime | None] = mapped_column(TZ)
+    retrying_at: Mapped[datetime | None] = mapped_column(TZ)
+    succeeded_at: Mapped[datetime | None] = mapped_column(TZ)
+    failed_at: Mapped[datetime | None] = mapped_column(TZ)
+    revoked_at: Mapped[datetime | None] = mapped_column(TZ)
+    lost_at: Mapped[datetime | None] = mapped_column(TZ)
+    skipped_at: Mapped[datetime | None] = mapped_column(TZ)
+
+    events: Mapped[list[JobEvent]] = relationship(
+        back_populates="run", order_by="JobEvent.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return RunState(self.state) in FINAL_STATES
+
+    def __repr__(self) -> str:
+        return f"<JobRun {self.id} {self.task_name} {self.state}>"
+
+
+class JobEvent(db.Model):
+    """A state transition of a run: the timeline across all attempts."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_runs.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, server_default="0")
+    message: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[JobRun] = relationship(back_populates="events")

@@ -1,0 +1,36 @@
+"""The one closed set of run states (DESIGN "States")."""
+import enum
+
+
+class RunState(str, enum.Enum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REVOKED = "revoked"
+    LOST = "lost"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: States a run never leaves.
+FINAL_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.REVOKED, RunState.LOST, RunState.SKIPPED}
+)
+
+#: The column of job_runs that records when a run entered each state.
+STATE_TIMESTAMP = {
+    RunState.SCHEDULED: "scheduled_at",
+    RunState.QUEUED: "queued_at",
+    RunState.RUNNING: "started_at",
+    RunState.RETRYING: "retrying_at",
+    RunState.SUCCEEDED: "succeeded_at",
+    RunState.FAILED: "failed_at",
+    RunState.REVOKED: "revoked_at",
+    RunState.LOST: "lost_at",
+    RunState.SKIPPED: "skipped_at",
+}

@@ -1,0 +1,46 @@
+"""Celery integration: celery_init_app binds one Celery app to the Flask app."""
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import task_revoked, worker_process_init
+from flask import Flask
+
+from scheduler.task import FlaskTask
+
+#: Modules holding our tasks, imported by every process that builds the Celery app.
+TASK_MODULES = ["scheduler.tasks.demo"]
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app from app.config["CELERY"] and store it in app.extensions."""
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.conf.include = TASK_MODULES
+    celery_app.flask_app = app
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    celery_app.loader.import_default_modules()
+    _connect_worker_signals(celery_app)
+    return celery_app
+
+
+def _connect_worker_signals(celery_app: Celery) -> None:
+    from models import db
+    from scheduler import records
+
+    app = celery_app.flask_app
+
+    @worker_process_init.connect(weak=False)
+    def dispose_engine_after_fork(**_: object) -> None:
+        # A forked child must not share the parent's pooled connections (SQLAlchemy
+        # "Using Connection Pools with Multiprocessing"); close=False leaves the parent's alone.
+        with app.app_context():
+            db.engine.dispose(close=False)
+
+    @task_revoked.connect(weak=False)
+    def record_revoked(request=None, terminated=False, signum=None, expired=False, **_: object):
+        if request is None or request.id is None:
+            return
+        reason = "expired" if expired else ("terminated" if terminated else "revoked")
+        with app.app_context():
+            records.revoke(request.id, reason)

@@ -1,0 +1,45 @@
+"""The one way our code starts work: commit the run row, then publish with its task_id."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+
+
+class BrokerUnavailable(Exception):
+    """The message could not be handed to the broker; the run row records why."""
+
+
+class UnknownTask(LookupError):
+    """No task of that name is registered."""
+
+
+def enqueue(
+    task_name: str,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    trigger: str,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    queue: str | None = None,
+    task_id: str | None = None,
+) -> str:
+    """Start a registered task by name and return its task_id.
+
+    Raises UnknownTask for a name that is not registered and BrokerUnavailable when Redis
+    cannot take the message (the run is then recorded as failed with the reason).
+    """
+    task = current_app.extensions["celery"].tasks.get(task_name)
+    if task is None or task_name.startswith("celery."):
+        raise UnknownTask(task_name)
+    options: dict[str, Any] = {"bk_trigger": trigger}
+    if countdown is not None:
+        options["countdown"] = countdown
+    if eta is not None:
+        options["eta"] = eta
+    if queue is not None:
+        options["queue"] = queue
+    result = task.apply_async(list(args), dict(kwargs or {}), task_id=task_id, **options)
+    return result.id

@@ -1,0 +1,241 @@
+"""Writes of job records: each state transition updates job_runs and adds a job_events row.
+
+Each transition is one statement (a CTE that changes the run and inserts its event), committed
+on its own connection, so it never joins or disturbs the caller's ORM session.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import text
+
+from models import db
+from models.states import FINAL_STATES, STATE_TIMESTAMP, RunState
+
+#: Length of the preview kept when a document is over the size cap.
+PREVIEW_CHARS = 4096
+
+_FINAL_LIST = ", ".join(f"'{s.value}'" for s in FINAL_STATES)
+_NOT_REDOABLE = ", ".join(
+    f"'{s.value}'" for s in (RunState.SUCCEEDED, RunState.FAILED, RunState.REVOKED, RunState.SKIPPED)
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def capped_json(value: Any, max_bytes: int | None = None) -> str:
+    """Serialize value to JSON text; over max_bytes, return a truncation marker instead."""
+    if max_bytes is None:
+        max_bytes = current_app.config["RESULT_MAX_BYTES"]
+    try:
+        doc = json.dumps(value)
+    except (TypeError, ValueError):
+        doc = json.dumps({"__unserializable__": repr(value)[:PREVIEW_CHARS]})
+    if len(doc) > max_bytes:
+        return json.dumps(
+            {"__truncated__": True, "bytes": len(doc.encode()), "preview": doc[:PREVIEW_CHARS]}
+        )
+    return doc
+
+
+def _execute(sql: str, **params: Any) -> Any:
+    with db.engine.begin() as conn:
+        return conn.execute(text(sql), params).first()
+
+
+def create(
+    task_id: str,
+    task_name: str,
+    args: Any,
+    kwargs: Any,
+    *,
+    trigger: str,
+    queue: str | None = None,
+    eta: datetime | None = None,
+) -> bool:
+    """Record a run about to be published (`queued`, or `scheduled` with its due time).
+
+    Returns False when a row for task_id already exists (it is left untouched).
+    """
+    state = RunState.SCHEDULED if eta else RunState.QUEUED
+    ts = STATE_TIMESTAMP[state]
+    row = _execute(
+        f"""
+        WITH r AS (
+            INSERT INTO job_runs (task_id, task_name, state, trigger, queue, args, kwargs,
+                                  eta, created_at, updated_at, {ts})
+            VALUES (:task_id, :task_name, :state, :trigger, :queue,
+                    CAST(:args AS jsonb), CAST(:kwargs AS jsonb), :eta, :now, :now, :now)
+            ON CONFLICT (task_id) DO NOTHING
+            RETURNING id
+        )
+        INSERT INTO job_events (run_id, at, state, attempt, message)
+        SELECT id, :now, :state, 0, :message FROM r
+        RETURNING run_id
+        """,
+        task_id=task_id,
+        task_name=task_name,
+        state=state.value,
+        trigger=trigger,
+        queue=queue,
+        args=capped_json(list(args or ())),
+        kwargs=capped_json(dict(kwargs or {})),
+        eta=eta,
+        now=utcnow(),
+        message=f"published by {trigger}" + (f", due {eta.isoformat()}" if eta else ""),
+    )
+    return row is not None
+
+
+def start(
+    task_id: str,
+    task_name: str,
+    args: Any,
+    kwargs: Any,
+    *,
+    queue: str | None,
+    worker_host: str,
+    worker_pid: int,
+) -> tuple[int, int] | None:
+    """Mark a run `running`, creating its row if no publisher did (plain Celery means).
+
+    Returns (run id, attempt), or None when the run is already final (cancelled before it
+    started, or a duplicate delivery of a finished run): the body must not run.
+    """
+    row = _execute(
+        f"""
+        WITH r AS (
+            INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, attempts,
+                                  worker_host, worker_pid, created_at, updated_at, started_at)
+            VALUES (:task_id, :task_name, 'running', :queue, CAST(:args AS jsonb),
+                    CAST(:kwargs AS jsonb), 1, :host, :pid, :now, :now, :now)
+            ON CONFLICT (task_id) DO UPDATE SET
+                state = 'running', attempts = job_runs.attempts + 1, worker_host = :host,
+                worker_pid = :pid, started_at = :now, updated_at = :now, eta = NULL
+            WHERE job_runs.state NOT IN ({_NOT_REDOABLE})
+            RETURNING id, attempts
+        )
+        INSERT INTO job_events (run_id, at, state, attempt, message)
+        SELECT id, :now, 'running', attempts, :message FROM r
+        RETURNING run_id, attempt
+        """,
+        task_id=task_id,
+        task_name=task_name,
+        queue=queue,
+        args=capped_json(list(args or ())),
+        kwargs=capped_json(dict(kwargs or {})),
+        host=worker_host,
+        pid=worker_pid,
+        now=utcnow(),
+        message=f"started on {worker_host} pid {worker_pid}",
+    )
+    return (row.run_id, row.attempt) if row else None
+
+
+def _transition(
+    where: str,
+    state: RunState,
+    message: str | None,
+    sets: dict[str, str] | None = None,
+    only_if_not_final: bool = True,
+    **params: Any,
+) -> int | None:
+    """Move one run to `state` (setting its timestamp and `sets`) and add the event."""
+    ts = STATE_TIMESTAMP[state]
+    assignments = {"state": ":state", ts: ":now", "updated_at": ":now", **(sets or {})}
+    set_sql = ", ".join(f"{col} = {expr}" for col, expr in assignments.items())
+    guard = f"AND state NOT IN ({_FINAL_LIST})" if only_if_not_final else ""
+    row = _execute(
+        f"""
+        WITH r AS (
+            UPDATE job_runs SET {set_sql} WHERE {where} {guard} RETURNING id, attempts
+        )
+        INSERT INTO job_events (run_id, at, state, attempt, message)
+        SELECT id, :now, :state, attempts, :message FROM r
+        RETURNING run_id
+        """,
+        state=state.value,
+        now=utcnow(),
+        message=message,
+        **params,
+    )
+    return row.run_id if row else None
+
+
+def succeed(run_id: int, result: Any) -> None:
+    _transition(
+        "id = :id",
+        RunState.SUCCEEDED,
+        None,
+        {"result": "CAST(:result AS jsonb)", "eta": "NULL"},
+        id=run_id,
+        result=capped_json(result),
+    )
+
+
+def fail(run_id: int, exc: BaseException, tb: str | None) -> None:
+    _transition(
+        "id = :id",
+        RunState.FAILED,
+        f"{type(exc).__name__}: {exc}",
+        {"error_type": ":etype", "error_message": ":emsg", "traceback": ":tb", "eta": "NULL"},
+        id=run_id,
+        etype=type(exc).__name__,
+        emsg=str(exc),
+        tb=tb,
+    )
+
+
+def retrying(run_id: int, exc: BaseException | None, tb: str | None, eta: datetime | None) -> None:
+    reason = f"{type(exc).__name__}: {exc}" if exc is not None else "retry requested"
+    due = f"; next attempt at {eta.isoformat()}" if eta else ""
+    _transition(
+        "id = :id",
+        RunState.RETRYING,
+        reason + due,
+        {"error_type": ":etype", "error_message": ":emsg", "traceback": ":tb", "eta": ":eta"},
+        id=run_id,
+        etype=type(exc).__name__ if exc is not None else None,
+        emsg=str(exc) if exc is not None else None,
+        tb=tb,
+        eta=eta,
+    )
+
+
+def requeued(run_id: int, reason: str) -> None:
+    _transition("id = :id", RunState.QUEUED, reason, id=run_id)
+
+
+def publish_failed(task_id: str, exc: BaseException) -> None:
+    """The broker refused the message: the run can never start, and says why."""
+    message = f"could not publish to the broker: {type(exc).__name__}: {exc}"
+    _transition(
+        "task_id = :task_id",
+        RunState.FAILED,
+        message,
+        {"error_type": "'BrokerUnavailable'", "error_message": ":emsg"},
+        task_id=task_id,
+        emsg=message,
+    )
+
+
+def revoke(task_id: str, reason: str) -> int | None:
+    """Mark a run that has not finished as revoked (cancelled or stopped)."""
+    return _transition("task_id = :task_id", RunState.REVOKED, reason, task_id=task_id)
+
+
+def progress(run_id: int, current: int | None, total: int | None, message: str | None) -> None:
+    """Record progress; not a transition, so no event."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE job_runs SET progress_current = :cur, progress_total = :tot, "
+                "progress_message = :msg, progress_at = :now WHERE id = :id"
+            ),
+            {"cur": current, "tot": total, "msg": message, "now": utcnow(), "id": run_id},
+        )

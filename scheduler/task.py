@@ -1,0 +1,140 @@
+"""The task base class: an app context per run, and a job record for every run."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import traceback
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Reject, Retry
+from celery.utils import uuid
+from flask import current_app, has_app_context
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from scheduler import records
+from scheduler.enqueue import BrokerUnavailable
+
+#: Errors that mean "the broker did not take the message".
+_PUBLISH_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
+
+
+def _due_time(options: dict[str, Any]) -> datetime | None:
+    eta, countdown = options.get("eta"), options.get("countdown")
+    if isinstance(eta, str):
+        eta = datetime.fromisoformat(eta)
+    if eta is not None:
+        return eta if eta.tzinfo else eta.replace(tzinfo=timezone.utc)
+    if countdown:
+        return datetime.now(timezone.utc) + timedelta(seconds=float(countdown))
+    return None
+
+
+class FlaskTask(Task):
+    """Runs each task body inside a fresh Flask app context and records the run in Postgres."""
+
+    def _app_context(self):
+        return self.app.flask_app.app_context()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._app_context():
+            request = self.request
+            if request.called_directly:
+                return self.run(*args, **kwargs)
+            started = records.start(
+                request.id,
+                self.name,
+                args,
+                kwargs,
+                queue=(request.delivery_info or {}).get("routing_key"),
+                worker_host=request.hostname or socket.gethostname(),
+                worker_pid=os.getpid(),
+            )
+            if started is None:
+                # Already final: cancelled before it started, or a duplicate delivery.
+                raise Ignore()
+            run_id, _attempt = started
+            request.job_run_id = run_id
+            request.progress_written_at = 0.0
+            try:
+                result = self.run(*args, **kwargs)
+            except Retry as exc:
+                cause = exc.exc if isinstance(exc.exc, BaseException) else None
+                records.retrying(run_id, cause, _format_tb(cause), _retry_eta(exc.when))
+                raise
+            except Reject as exc:
+                if exc.requeue:
+                    records.requeued(run_id, f"rejected and requeued: {exc.reason}")
+                else:
+                    records.fail(run_id, exc, traceback.format_exc())
+                raise
+            except Ignore:
+                records.succeed(run_id, None)
+                raise
+            except BaseException as exc:
+                records.fail(run_id, exc, traceback.format_exc())
+                raise
+            records.succeed(run_id, result)
+            return result
+
+    def update_progress(self, current: int, total: int, message: str | None = None) -> None:
+        """Record progress of the running run, at most every PROGRESS_MIN_INTERVAL_S."""
+        request = self.request
+        run_id = getattr(request, "job_run_id", None)
+        if run_id is None:
+            return
+        now = time.monotonic()
+        last = getattr(request, "progress_written_at", 0.0)
+        if current < total and now - last < current_app.config["PROGRESS_MIN_INTERVAL_S"]:
+            return
+        request.progress_written_at = now
+        records.progress(run_id, current, total, message)
+
+    def update_state(self, task_id=None, state=None, meta=None, **kwargs: Any) -> None:
+        """Seed-style `update_state(state="PROGRESS", meta={...})` writes progress to the run row.
+
+        There is no Celery result backend; the run row is the state.
+        """
+        meta = meta or {}
+        if state == "PROGRESS" and task_id in (None, self.request.id):
+            self.update_progress(meta.get("current", 0), meta.get("total", 1), meta.get("status"))
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
+                    link_error=None, shadow=None, **options: Any):
+        """Commit the run row (`queued`, or `scheduled` with its due time), then publish."""
+        trigger = options.pop("bk_trigger", "external")
+        if options.get("retries"):
+            # A retry re-publishes the run that already has its row.
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error,
+                                       shadow, **options)
+        task_id = task_id or uuid()
+        with self._outer_app_context():
+            records.create(task_id, self.name, args, kwargs, trigger=trigger,
+                           queue=options.get("queue"), eta=_due_time(options))
+            try:
+                return super().apply_async(args, kwargs, task_id, producer, link, link_error,
+                                           shadow, **options)
+            except _PUBLISH_ERRORS as exc:
+                records.publish_failed(task_id, exc)
+                raise BrokerUnavailable(str(exc)) from exc
+
+    def _outer_app_context(self):
+        """The caller's app context if it has one (a view, a CLI command), else our own."""
+        return contextlib.nullcontext() if has_app_context() else self._app_context()
+
+
+def _retry_eta(when: Any) -> datetime | None:
+    if isinstance(when, datetime):
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if isinstance(when, (int, float)):
+        return datetime.now(timezone.utc) + timedelta(seconds=when)
+    return None
+
+
+def _format_tb(exc: BaseException | None) -> str | None:
+    if exc is None or exc.__traceback__ is None:
+        return None
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,1 @@
+"""The tasks Beatkeeper ships."""

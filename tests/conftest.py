@@ -1,0 +1,243 @@
+"""Fixtures: real PostgreSQL and Redis (embedded, or TEST_DATABASE_URL / TEST_REDIS_URL), the
+schema from `alembic upgrade head`, a real `celery worker` process, and the Flask app."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.embedded import EmbeddedServices
+from models import JobRun, db
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+#: Step length of demo.long_task in the worker under test (the seed's is 1 s).
+DEMO_STEP_S = 0.05
+WORKER_READY_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+
+    def redis(self) -> redis.Redis:
+        return redis_client(self.redis_url)
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A redis-py client for a broker URL (redis:// or kombu's redis+socket://)."""
+    if url.startswith("redis+socket://"):
+        return redis.Redis(unix_socket_path=url[len("redis+socket://"):])
+    return redis.Redis.from_url(url)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory) -> Services:
+    db_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    embedded = None
+    if not (db_url and redis_url):
+        embedded = EmbeddedServices(tmp_path_factory.mktemp("embedded"))
+        urls = embedded.start()
+        db_url = db_url or urls["DATABASE_URL"]
+        redis_url = redis_url or urls["REDIS_URL"]
+    svc = Services(db_url, redis_url)
+    svc.redis().flushdb()
+    _reset_schema(db_url)
+    yield svc
+    if embedded is not None:
+        embedded.stop()
+
+
+def _reset_schema(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    # The schema comes from the migrations, as in production.
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "db", "upgrade"],
+        cwd=PROJECT, env=dict(os.environ, DATABASE_URL=url, REDIS_URL="redis://unused"),
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_settings(services: Services, **overrides: Any) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": services.database_url,
+        "REDIS_URL": services.redis_url,
+        "SECRET_KEY": "test-secret",
+        "DEMO_STEP_SECONDS": DEMO_STEP_S,
+        "PROGRESS_MIN_INTERVAL_S": 0.0,
+        **overrides,
+    }
+
+
+test_settings.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def app(services: Services):
+    return create_app(test_settings(services))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def clean_tables(request):
+    """Empty the tables before each test that uses the database."""
+    if "services" not in request.fixturenames:
+        yield
+        return
+    services = request.getfixturevalue("services")
+    engine = create_engine(services.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE job_events, job_runs RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    yield
+
+
+class WorkerProcess:
+    """A real `celery -A worker worker` subprocess."""
+
+    def __init__(self, services: Services, log_path: Path, name: str = "test", **env: str):
+        self.services = services
+        self.log_path = log_path
+        self.name = name
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=services.database_url,
+            REDIS_URL=services.redis_url,
+            DEMO_STEP_SECONDS=str(DEMO_STEP_S),
+            PROGRESS_MIN_INTERVAL_S="0",
+            PYTHONUNBUFFERED="1",
+            **env,
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, celery_app) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "celery"), "-A", "worker", "worker", "--loglevel", "INFO",
+             "--concurrency", "2", "--pool", "prefork", "--hostname", f"{self.name}@%h",
+             "--without-gossip", "--without-mingle"],
+            cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited at start:\n{self.log_path.read_text()[-3000:]}")
+            replies = celery_app.control.ping(destination=[self.nodename()], timeout=0.5)
+            if replies:
+                return
+        raise RuntimeError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def nodename(self) -> str:
+        import socket
+
+        return f"{self.name}@{socket.gethostname()}"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(app, services, tmp_path_factory):
+    proc = WorkerProcess(services, tmp_path_factory.mktemp("worker") / "worker.log")
+    proc.start(app.extensions["celery"])
+    yield proc
+    proc.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
+             message: str = "condition") -> Any:
+    """Poll until predicate() returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def load_run(app, task_id: str) -> JobRun | None:
+    with app.app_context():
+        run = db.session.query(JobRun).filter_by(task_id=task_id).one_or_none()
+        if run is not None:
+            run.events  # load the timeline before the session closes
+            db.session.expunge(run)
+        return run
+
+
+def wait_for_state(app, task_id: str, *states: str, timeout: float = 30.0) -> JobRun:
+    def check():
+        run = load_run(app, task_id)
+        return run if run is not None and run.state in states else None
+
+    return wait_for(check, timeout, message=f"run {task_id} to reach {states}")
+
+
+def csrf_token(client) -> str:
+    page = client.get("/").get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    """The app served over HTTP in a thread, for the browser."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright; missing in CI is a failure, elsewhere a skip."""
+    chromium = "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        if IN_CI:
+            pytest.fail("Chromium is missing at /usr/bin/chromium (./test installs it)")
+        pytest.skip("Chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update"],
+        )
+        yield browser
+        browser.close()
