@@ -1,0 +1,29 @@
+"""The schedules defined in code, as plain data; beat syncs them into the schedules table by
+name when it starts. Code owns each definition; `enabled` is only the initial value: after
+that, enabling and disabling is the operator's and survives restarts.
+
+Keys: name, task, and one of every ("10s", "5m"), cron ("0 2 * * *", with tz) or at (ISO
+time); optional args, kwargs, queue, start_at, end_at, overlap ("allow"/"skip"),
+misfire ("run_once"/"skip"), misfire_grace_s, enabled.
+"""
+
+SCHEDULES = [
+    {
+        # A heartbeat run every minute: shows the whole path (beat, broker, worker, records)
+        # works. Off by default, where it would only make noise.
+        "name": "heartbeat",
+        "task": "demo.noop",
+        "every": "1m",
+        "kwargs": {"heartbeat": True},
+        "overlap": "skip",
+        "enabled": False,
+    },
+    {
+        # Forget beat processes that have not ticked for a day.
+        "name": "prune-beat-heartbeats",
+        "task": "beat.prune_heartbeats",
+        "cron": "17 3 * * *",
+        "tz": "UTC",
+        "overlap": "skip",
+    },
+]

@@ -30,9 +30,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     celery_init_app(app)
 
-    from app import demo
+    from app import demo, schedules_cli
 
     app.register_blueprint(demo.bp)
+    schedules_cli.init_app(app)
     _register_errors(app)
     return app
 

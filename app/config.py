@@ -37,6 +37,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
+        "beat_scheduler": "scheduler.beat:DatabaseScheduler",
         "broker_connection_retry_on_startup": True,
         # A publish must give up quickly when Redis is down, so a request can answer 503
         # within seconds instead of hanging (the seed hung 19 s, then gave 500).

@@ -94,10 +94,7 @@ def main() -> int:
                                               "--no-reload"], env)
         procs["worker"] = _spawn("worker", celery + ["worker", "--loglevel", "INFO",
                                                      "--concurrency", "2"], env)
-        root.mkdir(exist_ok=True)
-        beat_file = str(root / "celerybeat-schedule")
-        procs["beat"] = _spawn("beat", celery + ["beat", "--loglevel", "INFO",
-                                                 "--schedule", beat_file], env)
+        procs["beat"] = _spawn("beat", celery + ["beat", "--loglevel", "INFO"], env)
         print(f"run    | web on http://127.0.0.1:{port} ; Ctrl-C stops everything", flush=True)
         while not stop_event.wait(0.5):
             exited = [label for label, p in procs.items() if p.poll() is not None]

@@ -4,7 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime
@@ -24,6 +27,11 @@ class JobRun(db.Model):
         CheckConstraint(f"state IN ({_STATE_LIST})", name="state"),
         Index("ix_job_runs_task_name_id", "task_name", "id"),
         Index("ix_job_runs_state_id", "state", "id"),
+        Index("ix_job_runs_schedule_id_id", "schedule_id", "id"),
+        # One run per slot of a schedule: the guard against a double fire (NULLs are distinct).
+        UniqueConstraint("schedule_id", "scheduled_for", name="uq_job_runs_schedule_slot"),
+        # The dispatcher's query: scheduled runs by due time.
+        Index("ix_job_runs_due", "eta", postgresql_where=text("state = 'scheduled'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -38,7 +46,7 @@ class JobRun(db.Model):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     worker_host: Mapped[str | None] = mapped_column(String(255))
     worker_pid: Mapped[int | None] = mapped_column(Integer)
-    #: When a scheduled run is due, or when a retrying run's next attempt is due.
+    #: When the run is (or was) due: its countdown or slot, or a retry's next attempt.
     eta: Mapped[datetime | None] = mapped_column(TZ)
     result: Mapped[Any | None] = mapped_column(JSONB)
     error_type: Mapped[str | None] = mapped_column(String(255))
@@ -59,6 +67,13 @@ class JobRun(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(TZ)
     lost_at: Mapped[datetime | None] = mapped_column(TZ)
     skipped_at: Mapped[datetime | None] = mapped_column(TZ)
+    schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("schedules.id", ondelete="SET NULL")
+    )
+    #: The slot of its schedule this run fires (NULL for runs not fired by beat).
+    scheduled_for: Mapped[datetime | None] = mapped_column(TZ)
+    #: Why a `skipped` run was not run (overlap, or slots missed during downtime).
+    skip_reason: Mapped[str | None] = mapped_column(Text)
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="run", order_by="JobEvent.id", cascade="all, delete-orphan"

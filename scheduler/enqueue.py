@@ -25,6 +25,7 @@ def enqueue(
     eta: datetime | None = None,
     queue: str | None = None,
     task_id: str | None = None,
+    schedule_id: int | None = None,
 ) -> str:
     """Start a registered task by name and return its task_id.
 
@@ -34,7 +35,7 @@ def enqueue(
     task = current_app.extensions["celery"].tasks.get(task_name)
     if task is None or task_name.startswith("celery."):
         raise UnknownTask(task_name)
-    options: dict[str, Any] = {"bk_trigger": trigger}
+    options: dict[str, Any] = {"bk_trigger": trigger, "bk_schedule_id": schedule_id}
     if countdown is not None:
         options["countdown"] = countdown
     if eta is not None:

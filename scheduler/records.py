@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from models import db
 from models.states import FINAL_STATES, STATE_TIMESTAMP, RunState
@@ -43,9 +43,12 @@ def capped_json(value: Any, max_bytes: int | None = None) -> str:
     return doc
 
 
-def _execute(sql: str, **params: Any) -> Any:
-    with db.engine.begin() as conn:
+def _execute(sql: str, conn: Connection | None = None, **params: Any) -> Any:
+    """Run one statement: on `conn` (the caller's transaction) or committed on its own."""
+    if conn is not None:
         return conn.execute(text(sql), params).first()
+    with db.engine.begin() as own:
+        return own.execute(text(sql), params).first()
 
 
 def create(
@@ -57,27 +60,43 @@ def create(
     trigger: str,
     queue: str | None = None,
     eta: datetime | None = None,
+    schedule_id: int | None = None,
+    scheduled_for: datetime | None = None,
+    skip_reason: str | None = None,
+    conn: Connection | None = None,
 ) -> bool:
-    """Record a run about to be published (`queued`, or `scheduled` with its due time).
+    """Record a run: `queued` (about to be published), `scheduled` (held until `eta`), or
+    `skipped` (a slot not run by policy, with `skip_reason`).
 
-    Returns False when a row for task_id already exists (it is left untouched).
+    Returns False when a row for task_id, or for this slot of the schedule, already exists
+    (it is left untouched): the caller must then not publish.
     """
-    state = RunState.SCHEDULED if eta else RunState.QUEUED
+    if skip_reason is not None:
+        state = RunState.SKIPPED
+    else:
+        state = RunState.SCHEDULED if eta else RunState.QUEUED
     ts = STATE_TIMESTAMP[state]
+    if skip_reason is not None:
+        message = skip_reason
+    else:
+        message = f"published by {trigger}" + (f", due {eta.isoformat()}" if eta else "")
     row = _execute(
         f"""
         WITH r AS (
             INSERT INTO job_runs (task_id, task_name, state, trigger, queue, args, kwargs,
-                                  eta, created_at, updated_at, {ts})
+                                  eta, schedule_id, scheduled_for, skip_reason,
+                                  created_at, updated_at, {ts})
             VALUES (:task_id, :task_name, :state, :trigger, :queue,
-                    CAST(:args AS jsonb), CAST(:kwargs AS jsonb), :eta, :now, :now, :now)
-            ON CONFLICT (task_id) DO NOTHING
+                    CAST(:args AS jsonb), CAST(:kwargs AS jsonb), :eta, :schedule_id,
+                    :scheduled_for, :skip_reason, :now, :now, :now)
+            ON CONFLICT DO NOTHING
             RETURNING id
         )
         INSERT INTO job_events (run_id, at, state, attempt, message)
         SELECT id, :now, :state, 0, :message FROM r
         RETURNING run_id
         """,
+        conn,
         task_id=task_id,
         task_name=task_name,
         state=state.value,
@@ -86,8 +105,11 @@ def create(
         args=capped_json(list(args or ())),
         kwargs=capped_json(dict(kwargs or {})),
         eta=eta,
+        schedule_id=schedule_id,
+        scheduled_for=scheduled_for,
+        skip_reason=skip_reason,
         now=utcnow(),
-        message=f"published by {trigger}" + (f", due {eta.isoformat()}" if eta else ""),
+        message=message,
     )
     return row is not None
 
@@ -116,7 +138,7 @@ def start(
                     CAST(:kwargs AS jsonb), 1, :host, :pid, :now, :now, :now)
             ON CONFLICT (task_id) DO UPDATE SET
                 state = 'running', attempts = job_runs.attempts + 1, worker_host = :host,
-                worker_pid = :pid, started_at = :now, updated_at = :now, eta = NULL
+                worker_pid = :pid, started_at = :now, updated_at = :now
             WHERE job_runs.state NOT IN ({_NOT_REDOABLE})
             RETURNING id, attempts
         )
@@ -143,6 +165,7 @@ def _transition(
     message: str | None,
     sets: dict[str, str] | None = None,
     only_if_not_final: bool = True,
+    conn: Connection | None = None,
     **params: Any,
 ) -> int | None:
     """Move one run to `state` (setting its timestamp and `sets`) and add the event."""
@@ -159,6 +182,7 @@ def _transition(
         SELECT id, :now, :state, attempts, :message FROM r
         RETURNING run_id
         """,
+        conn,
         state=state.value,
         now=utcnow(),
         message=message,
@@ -172,7 +196,7 @@ def succeed(run_id: int, result: Any) -> None:
         "id = :id",
         RunState.SUCCEEDED,
         None,
-        {"result": "CAST(:result AS jsonb)", "eta": "NULL"},
+        {"result": "CAST(:result AS jsonb)"},
         id=run_id,
         result=capped_json(result),
     )
@@ -183,7 +207,7 @@ def fail(run_id: int, exc: BaseException, tb: str | None) -> None:
         "id = :id",
         RunState.FAILED,
         f"{type(exc).__name__}: {exc}",
-        {"error_type": ":etype", "error_message": ":emsg", "traceback": ":tb", "eta": "NULL"},
+        {"error_type": ":etype", "error_message": ":emsg", "traceback": ":tb"},
         id=run_id,
         etype=type(exc).__name__,
         emsg=str(exc),
@@ -222,6 +246,12 @@ def publish_failed(task_id: str, exc: BaseException) -> None:
         task_id=task_id,
         emsg=message,
     )
+
+
+def released(run_ids: list[int], conn: Connection) -> None:
+    """Scheduled runs handed to the broker by the dispatcher."""
+    _transition("id = ANY(:ids)", RunState.QUEUED, "released by the dispatcher", conn=conn,
+                ids=run_ids)
 
 
 def revoke(task_id: str, reason: str) -> int | None:

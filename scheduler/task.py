@@ -19,7 +19,7 @@ from scheduler import records
 from scheduler.enqueue import BrokerUnavailable
 
 #: Errors that mean "the broker did not take the message".
-_PUBLISH_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
+PUBLISH_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
 
 
 def _due_time(options: dict[str, Any]) -> datetime | None:
@@ -104,22 +104,38 @@ class FlaskTask(Task):
 
     def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
                     link_error=None, shadow=None, **options: Any):
-        """Commit the run row (`queued`, or `scheduled` with its due time), then publish."""
+        """Commit the run row, then publish; a countdown or eta is held in Postgres instead.
+
+        A run due later is stored `scheduled` and published by the leading beat's dispatcher
+        when due, so it survives Redis flushes and worker restarts (DESIGN "Time").
+        """
         trigger = options.pop("bk_trigger", "external")
+        schedule_id = options.pop("bk_schedule_id", None)
         if options.get("retries"):
             # A retry re-publishes the run that already has its row.
             return super().apply_async(args, kwargs, task_id, producer, link, link_error,
                                        shadow, **options)
         task_id = task_id or uuid()
+        due = _due_time(options)
+        if due is not None and due <= datetime.now(timezone.utc):
+            due = None
         with self._outer_app_context():
             records.create(task_id, self.name, args, kwargs, trigger=trigger,
-                           queue=options.get("queue"), eta=_due_time(options))
+                           queue=options.get("queue"), eta=due, schedule_id=schedule_id)
+            if due is not None:
+                return self.AsyncResult(task_id)
+            options.pop("countdown", None)
+            options.pop("eta", None)
             try:
                 return super().apply_async(args, kwargs, task_id, producer, link, link_error,
                                            shadow, **options)
-            except _PUBLISH_ERRORS as exc:
+            except PUBLISH_ERRORS as exc:
                 records.publish_failed(task_id, exc)
                 raise BrokerUnavailable(str(exc)) from exc
+
+    def publish(self, task_id: str, args: Any, kwargs: Any, **options: Any):
+        """Hand a run that already has its row to the broker (the dispatcher's way)."""
+        return super().apply_async(args, kwargs, task_id, **options)
 
     def _outer_app_context(self):
         """The caller's app context if it has one (a view, a CLI command), else our own."""

@@ -112,17 +112,21 @@ def clean_tables(request):
     services = request.getfixturevalue("services")
     engine = create_engine(services.database_url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE job_events, job_runs RESTART IDENTITY CASCADE"))
+        # No RESTART IDENTITY: a run still finishing from an earlier test must not find
+        # its old id reused by a new row.
+        conn.execute(text("TRUNCATE job_events, job_runs, schedules, beat_heartbeats CASCADE"))
     engine.dispose()
     yield
 
 
-class WorkerProcess:
-    """A real `celery -A worker worker` subprocess."""
+class CeleryProcess:
+    """A real `celery -A worker worker|beat` subprocess with the test services' URLs."""
 
-    def __init__(self, services: Services, log_path: Path, name: str = "test", **env: str):
+    def __init__(self, services: Services, log_path: Path, kind: str = "worker",
+                 name: str = "test", **env: str):
         self.services = services
         self.log_path = log_path
+        self.kind = kind
         self.name = name
         self.env = dict(
             os.environ,
@@ -135,28 +139,42 @@ class WorkerProcess:
         )
         self.proc: subprocess.Popen | None = None
 
-    def start(self, celery_app) -> None:
+    def argv(self) -> list[str]:
+        base = [str(BIN / "celery"), "-A", "worker", self.kind, "--loglevel", "INFO"]
+        if self.kind == "beat":
+            return base
+        return base + ["--concurrency", "2", "--pool", "prefork", "--hostname",
+                       f"{self.name}@%h", "--without-gossip", "--without-mingle"]
+
+    def start(self, celery_app=None) -> "CeleryProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "worker", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "--pool", "prefork", "--hostname", f"{self.name}@%h",
-             "--without-gossip", "--without-mingle"],
-            cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = subprocess.Popen(self.argv(), cwd=PROJECT, env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if celery_app is not None:
+            self.wait_ready(celery_app)
+        return self
+
+    def wait_ready(self, celery_app) -> None:
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited at start:\n{self.log_path.read_text()[-3000:]}")
-            replies = celery_app.control.ping(destination=[self.nodename()], timeout=0.5)
-            if replies:
+                raise RuntimeError(f"{self.kind} exited at start:\n{self.log_tail()}")
+            if celery_app.control.ping(destination=[self.nodename()], timeout=0.5):
                 return
-        raise RuntimeError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"{self.kind} not ready:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def nodename(self) -> str:
         import socket
 
         return f"{self.name}@{socket.gethostname()}"
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the main process only (kill -9 leaves its children to die on their own)."""
+        os.kill(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -171,10 +189,26 @@ class WorkerProcess:
 
 @pytest.fixture(scope="session")
 def worker(app, services, tmp_path_factory):
-    proc = WorkerProcess(services, tmp_path_factory.mktemp("worker") / "worker.log")
+    proc = CeleryProcess(services, tmp_path_factory.mktemp("worker") / "worker.log")
     proc.start(app.extensions["celery"])
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def beats(services, tmp_path):
+    """Start beat processes on demand: `beats.start()`; all are stopped after the test."""
+
+    class Beats(list):
+        def start(self) -> CeleryProcess:
+            proc = CeleryProcess(services, tmp_path / f"beat{len(self)}.log", kind="beat")
+            self.append(proc.start())
+            return proc
+
+    started = Beats()
+    yield started
+    for proc in started:
+        proc.stop()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,

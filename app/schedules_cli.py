@@ -1,0 +1,145 @@
+"""`flask --app app schedules list|add|edit|enable|disable|remove|run`."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from models import Schedule, db
+from scheduler import schedules
+from scheduler.enqueue import BrokerUnavailable
+from scheduler.slots import ScheduleError
+
+group = AppGroup("schedules", help="List and change the schedules beat fires.")
+
+
+def _timing_options(fn):
+    options = [
+        click.option("--task", help="Registered task name, e.g. demo.noop."),
+        click.option("--every", help="Interval: 10s, 5m, 2h, 1d."),
+        click.option("--cron", help='Five-field cron expression, e.g. "*/5 * * * *".'),
+        click.option("--tz", help="IANA time zone of --cron, --at, --start, --end (default UTC)."),
+        click.option("--at", "at", help="One run at this moment, e.g. 2026-12-24T18:00+01:00."),
+        click.option("--args", help="Positional arguments as a JSON array."),
+        click.option("--kwargs", help="Keyword arguments as a JSON object."),
+        click.option("--queue", help="Queue to publish to."),
+        click.option("--start", "start_at", help="No fire before this time."),
+        click.option("--end", "end_at", help="No fire after this time."),
+        click.option("--overlap", type=click.Choice(["allow", "skip"]),
+                     help="While the previous run is unfinished: fire anyway, or skip."),
+        click.option("--misfire", type=click.Choice(["run_once", "skip"]),
+                     help="After downtime: one catch-up run, or none."),
+        click.option("--grace", "misfire_grace_s", help="How late a fire still counts as on time."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _row(s: Schedule) -> dict[str, Any]:
+    upcoming = schedules.next_fire_times(s, 1) if s.enabled else []
+    return {
+        "name": s.name, "task": s.task, "timing": schedules.describe(s), "enabled": s.enabled,
+        "next": upcoming[0].isoformat() if upcoming else None,
+        "last_run": s.last_run_at.isoformat() if s.last_run_at else None,
+        "runs": s.total_run_count, "source": s.source, "args": s.args, "kwargs": s.kwargs,
+        "overlap": s.overlap, "misfire": s.misfire,
+    }
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_command(as_json: bool) -> None:
+    """List every schedule."""
+    rows = [_row(s) for s in db.session.scalars(select(Schedule).order_by(Schedule.name))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = ("name", "task", "timing", "enabled", "next", "last_run", "runs", "source")
+    table = [[str(r[c] if r[c] is not None else "-") for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
+    for t in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+
+
+@group.command("add")
+@click.argument("name")
+@_timing_options
+@click.option("--disabled", is_flag=True, help="Create it disabled.")
+def add_command(name: str, disabled: bool, **values: Any) -> None:
+    """Add a schedule."""
+    try:
+        schedule = schedules.create(name, values, enabled=not disabled)
+    except ScheduleError as exc:
+        raise _fail(exc)
+    click.echo(f"added {schedule.name}: {schedules.describe(schedule)}")
+
+
+@group.command("edit")
+@click.argument("name")
+@_timing_options
+def edit_command(name: str, **values: Any) -> None:
+    """Change a schedule; the next fire is planned from now."""
+    try:
+        schedule = schedules.update(schedules.get(name), values)
+    except ScheduleError as exc:
+        db.session.rollback()
+        raise _fail(exc)
+    click.echo(f"changed {schedule.name}: {schedules.describe(schedule)}")
+
+
+@group.command("enable")
+@click.argument("name")
+def enable_command(name: str) -> None:
+    """Enable a schedule."""
+    try:
+        schedules.set_enabled(schedules.get(name), True)
+    except ScheduleError as exc:
+        raise _fail(exc)
+    click.echo(f"enabled {name}")
+
+
+@group.command("disable")
+@click.argument("name")
+def disable_command(name: str) -> None:
+    """Disable a schedule."""
+    try:
+        schedules.set_enabled(schedules.get(name), False)
+    except ScheduleError as exc:
+        raise _fail(exc)
+    click.echo(f"disabled {name}")
+
+
+@group.command("remove")
+@click.argument("name")
+def remove_command(name: str) -> None:
+    """Remove a schedule (its runs stay in the history)."""
+    try:
+        schedules.remove(schedules.get(name))
+    except ScheduleError as exc:
+        raise _fail(exc)
+    click.echo(f"removed {name}")
+
+
+@group.command("run")
+@click.argument("name")
+def run_command(name: str) -> None:
+    """Fire a schedule's task now (trigger `manual`)."""
+    try:
+        task_id = schedules.run_now(schedules.get(name))
+    except (ScheduleError, BrokerUnavailable) as exc:
+        raise _fail(exc)
+    click.echo(task_id)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(group)
