@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from app import config
 from models import db
 from scheduler import celery_init_app
+from scheduler.outbox import mail
 
 migrate = Migrate()
 csrf = CSRFProtect()
@@ -28,12 +29,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
+    mail.init_app(app)
     celery_init_app(app)
 
-    from app import demo, schedules_cli
+    from app import demo, emails_cli, mailbox, schedules_cli
 
     app.register_blueprint(demo.bp)
+    if app.config["MAIL_CAPTURE_DIR"]:
+        app.register_blueprint(mailbox.bp)
     schedules_cli.init_app(app)
+    emails_cli.init_app(app)
     _register_errors(app)
     return app
 

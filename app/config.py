@@ -67,13 +67,35 @@ class Config:
     SECRET_KEY: str = os.environ.get("SECRET_KEY", "dev-only-change-me")
     PORT: int = _env_int("PORT", 5000)
 
-    MAIL_SERVER: str = os.environ.get("MAIL_SERVER", "127.0.0.1")
-    MAIL_PORT: int = _env_int("MAIL_PORT", 8025)
+    #: SMTP server; None in development means "./run starts a local capture server".
+    MAIL_SERVER: str | None = os.environ.get("MAIL_SERVER") or None
+    MAIL_PORT: int = _env_int("MAIL_PORT", 25)
     MAIL_USE_TLS: bool = _env_bool("MAIL_USE_TLS", False)
     MAIL_USE_SSL: bool = _env_bool("MAIL_USE_SSL", False)
     MAIL_USERNAME: str | None = os.environ.get("MAIL_USERNAME") or None
     MAIL_PASSWORD: str | None = os.environ.get("MAIL_PASSWORD") or None
     MAIL_DEFAULT_SENDER: str = os.environ.get("MAIL_DEFAULT_SENDER", "beatkeeper@localhost")
+    #: Never print the SMTP conversation: it would show the AUTH exchange (the password).
+    MAIL_DEBUG: bool = False
+    #: Flask-Mail suppresses sending under TESTING by default; the tests use a real server.
+    MAIL_SUPPRESS_SEND: bool = False
+    #: Seconds before an SMTP connection or answer is given up.
+    MAIL_TIMEOUT_S: float = _env_float("MAIL_TIMEOUT_S", 30.0)
+    #: Delivery attempts of one e-mail before it is marked failed (transient errors only).
+    MAIL_MAX_ATTEMPTS: int = _env_int("MAIL_MAX_ATTEMPTS", 8)
+    #: Backoff after a transient failure: base * 2 ** (attempt - 1), at most max.
+    MAIL_RETRY_BASE_S: float = _env_float("MAIL_RETRY_BASE_S", 5.0)
+    MAIL_RETRY_MAX_S: float = _env_float("MAIL_RETRY_MAX_S", 300.0)
+    #: An e-mail `sending` for longer than this is flagged for review by the sweep.
+    MAIL_SENDING_STUCK_S: float = _env_float("MAIL_SENDING_STUCK_S", 600.0)
+    #: Where ./run's local SMTP capture server writes messages (development only).
+    MAIL_CAPTURE_DIR: str | None = os.environ.get("MAIL_CAPTURE_DIR") or None
+    #: Delay of the demo's "Send in 1 minute" button.
+    DEMO_EMAIL_DELAY_S: float = _env_float("DEMO_EMAIL_DELAY_S", 60.0)
+    #: Base of the links in e-mails (failure alerts).
+    BASE_URL: str = os.environ.get("BASE_URL", "http://127.0.0.1:5000")
+    #: At most one failure alert per task in this many seconds; later failures are folded.
+    ALERT_QUIET_S: float = _env_float("ALERT_QUIET_S", 900.0)
     ALERT_EMAILS: list[str] = [
         a.strip() for a in os.environ.get("ALERT_EMAILS", "").split(",") if a.strip()
     ]

@@ -1,13 +1,16 @@
-"""The seed's demo pages: the long task with live progress bars, and its status endpoint."""
+"""The seed's demo pages: the e-mail form, the long task with live progress bars, and its
+status endpoint."""
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, render_template, url_for
+from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template, request,
+                   session, url_for)
 from sqlalchemy import select
 
 from models import JobRun, RunState, db
 from scheduler.enqueue import BrokerUnavailable, enqueue
+from scheduler.outbox import EmailError, send_email
 
 bp = Blueprint("demo", __name__)
 
@@ -26,9 +29,34 @@ _STATUS_NAMES = {
 PENDING = {"state": "PENDING", "current": 0, "total": 1, "status": "Pending..."}
 
 
+DEMO_SUBJECT = "Hello from Flask"
+DEMO_BODY = "This is a test email sent from a background Celery task."
+
+
 @bp.get("/")
 def index() -> str:
-    return render_template("index.html")
+    return render_template("index.html", email=session.get("email", ""))
+
+
+@bp.post("/")
+def send_demo_email():
+    """The seed's form: "Send" now, or "Send in 1 minute"; the address is kept in the session."""
+    address = request.form.get("email", "")
+    later = request.form.get("submit") == "Send in 1 minute"
+    try:
+        send_email(address, DEMO_SUBJECT, DEMO_BODY,
+                   countdown=current_app.config["DEMO_EMAIL_DELAY_S"] if later else None)
+    except EmailError as exc:
+        db.session.rollback()
+        flash(f"Not sent: {exc}", "error")
+        return redirect(url_for("demo.index"))
+    db.session.commit()
+    session["email"] = address.strip()
+    if later:
+        flash(f"An email will be sent to {address.strip()} in one minute", "info")
+    else:
+        flash(f"Sending email to {address.strip()}", "info")
+    return redirect(url_for("demo.index"))
 
 
 @bp.post("/longtask")

@@ -1,4 +1,5 @@
-"""`./run`: embedded servers when no URL is set, migrations, then web, worker and beat.
+"""`./run`: embedded servers when no URL is set, migrations, then web, worker and beat (and a
+local SMTP capture server when no MAIL_SERVER is set).
 
 Their output is interleaved line by line, each line labelled with its process. SIGINT or SIGTERM
 stops every process it started (children first, then the embedded servers); if one child
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -62,6 +64,18 @@ def _stop(procs: dict[str, subprocess.Popen]) -> None:
             proc.wait()
 
 
+def _free_port(preferred: int) -> int:
+    """`preferred` if nothing listens there, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
 def main() -> int:
     stop_event = threading.Event()
 
@@ -88,6 +102,13 @@ def main() -> int:
         if migrate.wait() != 0:
             print("run    | migration failed; stopping", flush=True)
             return 1
+        if not Config.MAIL_SERVER:
+            port = _free_port(8025)
+            mailbox = root / "mailbox"
+            env.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=str(port),
+                       MAIL_CAPTURE_DIR=str(mailbox))
+            procs["mail"] = _spawn("mail", [sys.executable, "-m", "app.mailbox", str(mailbox),
+                                            str(port)], env)
         celery = [str(BIN / "celery"), "-A", "worker"]
         port = str(Config.PORT)
         procs["web"] = _spawn("web", flask + ["run", "--host", "127.0.0.1", "--port", port,

@@ -1,7 +1,6 @@
 """`flask --app app schedules list|add|edit|enable|disable|remove|run`."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -9,6 +8,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from app.cli_output import echo_rows
 from models import Schedule, db
 from scheduler import schedules
 from scheduler.enqueue import BrokerUnavailable
@@ -60,15 +60,8 @@ def _row(s: Schedule) -> dict[str, Any]:
 def list_command(as_json: bool) -> None:
     """List every schedule."""
     rows = [_row(s) for s in db.session.scalars(select(Schedule).order_by(Schedule.name))]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    columns = ("name", "task", "timing", "enabled", "next", "last_run", "runs", "source")
-    table = [[str(r[c] if r[c] is not None else "-") for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)))
-    for t in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    echo_rows(rows, ("name", "task", "timing", "enabled", "next", "last_run", "runs", "source"),
+              as_json)
 
 
 @group.command("add")
@@ -97,37 +90,25 @@ def edit_command(name: str, **values: Any) -> None:
     click.echo(f"changed {schedule.name}: {schedules.describe(schedule)}")
 
 
-@group.command("enable")
-@click.argument("name")
-def enable_command(name: str) -> None:
-    """Enable a schedule."""
-    try:
-        schedules.set_enabled(schedules.get(name), True)
-    except ScheduleError as exc:
-        raise _fail(exc)
-    click.echo(f"enabled {name}")
+def _name_command(command: str, summary: str, action, done: str) -> None:
+    """A command that takes a schedule NAME and applies `action` to it."""
+
+    @group.command(command, help=summary)
+    @click.argument("name")
+    def run(name: str) -> None:
+        try:
+            action(schedules.get(name))
+        except ScheduleError as exc:
+            raise _fail(exc)
+        click.echo(f"{done} {name}")
 
 
-@group.command("disable")
-@click.argument("name")
-def disable_command(name: str) -> None:
-    """Disable a schedule."""
-    try:
-        schedules.set_enabled(schedules.get(name), False)
-    except ScheduleError as exc:
-        raise _fail(exc)
-    click.echo(f"disabled {name}")
-
-
-@group.command("remove")
-@click.argument("name")
-def remove_command(name: str) -> None:
-    """Remove a schedule (its runs stay in the history)."""
-    try:
-        schedules.remove(schedules.get(name))
-    except ScheduleError as exc:
-        raise _fail(exc)
-    click.echo(f"removed {name}")
+_name_command("enable", "Enable a schedule.",
+              lambda s: schedules.set_enabled(s, True), "enabled")
+_name_command("disable", "Disable a schedule.",
+              lambda s: schedules.set_enabled(s, False), "disabled")
+_name_command("remove", "Remove a schedule (its runs stay in the history).",
+              schedules.remove, "removed")
 
 
 @group.command("run")

@@ -1,7 +1,8 @@
 """SQLAlchemy models and the one shared `db` object."""
 from models.base import db
+from models.email import Email, FailureAlert
 from models.job import JobEvent, JobRun
 from models.schedule import BeatHeartbeat, Schedule
 from models.states import FINAL_STATES, RunState
 
-__all__ = ["db", "JobRun", "JobEvent", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES"]
+__all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES"]

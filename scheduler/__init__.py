@@ -8,7 +8,7 @@ from flask import Flask
 from scheduler.task import FlaskTask
 
 #: Modules holding our tasks, imported by every process that builds the Celery app.
-TASK_MODULES = ["scheduler.tasks.demo", "scheduler.tasks.maintenance"]
+TASK_MODULES = ["scheduler.tasks.demo", "scheduler.tasks.mail", "scheduler.tasks.maintenance"]
 
 
 def celery_init_app(app: Flask) -> Celery:

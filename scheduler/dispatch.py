@@ -8,32 +8,38 @@ task_id whose run is already final.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 
 from celery import Celery
-from sqlalchemy import text
+from flask import current_app
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from models import db
 from scheduler import records
-from scheduler.task import PUBLISH_ERRORS
+from scheduler.enqueue import PUBLISH_ERRORS
 
 logger = logging.getLogger(__name__)
 
 #: Rows released per transaction.
 BATCH = 500
+_AFTER_COMMIT = "beatkeeper_release_after_commit"
 
 
-def release_due(celery_app: Celery, now: datetime, producer=None) -> int:
-    """Publish every scheduled run due at `now`; return how many were released."""
+def release_due(celery_app: Celery, now: datetime, producer=None,
+                run_ids: list[int] | None = None) -> int:
+    """Publish every scheduled run due at `now` (only `run_ids`, when given); return how many
+    were released."""
     released = 0
+    only = "AND id = ANY(:ids) " if run_ids is not None else ""
     with celery_app.producer_or_acquire(producer) as prod:
         while True:
             with db.engine.begin() as conn:
                 rows = conn.execute(text(
                     "SELECT id, task_id, task_name, args, kwargs, queue FROM job_runs "
-                    "WHERE state = 'scheduled' AND eta <= :now ORDER BY eta, id "
+                    f"WHERE state = 'scheduled' AND eta <= :now {only}ORDER BY eta, id "
                     "LIMIT :batch FOR UPDATE SKIP LOCKED"
-                ), {"now": now, "batch": BATCH}).all()
+                ), {"now": now, "batch": BATCH, "ids": run_ids}).all()
                 sent = []
                 for row in rows:
                     try:
@@ -47,6 +53,33 @@ def release_due(celery_app: Celery, now: datetime, producer=None) -> int:
             released += len(sent)
             if len(rows) < BATCH or len(sent) < len(rows):
                 return released
+
+
+def release_after_commit(session: Session, run_id: int) -> None:
+    """Publish this scheduled, already-due run as soon as `session` commits.
+
+    The row is written in the caller's transaction, so the message must not go before the
+    commit. If the publish fails, the row stays `scheduled` and the beat's dispatcher
+    releases it on its next tick: nothing is lost.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(run_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _release_committed(session: Session) -> None:
+    run_ids = session.info.pop(_AFTER_COMMIT, None)
+    if not run_ids:
+        return
+    try:
+        release_due(current_app.extensions["celery"], datetime.now(timezone.utc),
+                    run_ids=run_ids)
+    except Exception as exc:  # the beat's dispatcher will release them
+        logger.warning("could not publish right after the commit (%s); beat will", exc)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def next_due() -> datetime | None:

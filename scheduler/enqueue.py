@@ -5,6 +5,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+#: Errors that mean "the broker did not take the message".
+PUBLISH_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
 
 
 class BrokerUnavailable(Exception):

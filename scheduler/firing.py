@@ -106,10 +106,11 @@ def _fire_schedule(conn: Connection, schedule_id: int, now: datetime) -> int:
 
 def _insert(conn: Connection, row: Any, slot: datetime, *, eta: datetime | None = None,
             skip_reason: str | None = None) -> bool:
-    return records.create(
+    run_id = records.create(
         uuid(), row["task"], row["args"], row["kwargs"], trigger="beat", queue=row["queue"],
         eta=eta, schedule_id=row["id"], scheduled_for=slot, skip_reason=skip_reason, conn=conn,
     )
+    return run_id is not None
 
 
 def _move_cursor(conn: Connection, schedule_id: int, cursor: datetime,

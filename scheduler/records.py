@@ -64,12 +64,12 @@ def create(
     scheduled_for: datetime | None = None,
     skip_reason: str | None = None,
     conn: Connection | None = None,
-) -> bool:
+) -> int | None:
     """Record a run: `queued` (about to be published), `scheduled` (held until `eta`), or
     `skipped` (a slot not run by policy, with `skip_reason`).
 
-    Returns False when a row for task_id, or for this slot of the schedule, already exists
-    (it is left untouched): the caller must then not publish.
+    Returns the new run's id, or None when a row for task_id, or for this slot of the
+    schedule, already exists (it is left untouched): the caller must then not publish.
     """
     if skip_reason is not None:
         state = RunState.SKIPPED
@@ -111,7 +111,7 @@ def create(
         now=utcnow(),
         message=message,
     )
-    return row is not None
+    return row.run_id if row else None
 
 
 def start(

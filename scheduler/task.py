@@ -13,13 +13,9 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils import uuid
 from flask import current_app, has_app_context
-from kombu.exceptions import OperationalError as KombuOperationalError
 
-from scheduler import records
-from scheduler.enqueue import BrokerUnavailable
-
-#: Errors that mean "the broker did not take the message".
-PUBLISH_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
+from scheduler import alerts, records
+from scheduler.enqueue import PUBLISH_ERRORS, BrokerUnavailable
 
 
 def _due_time(options: dict[str, Any]) -> datetime | None:
@@ -76,6 +72,7 @@ class FlaskTask(Task):
                 raise
             except BaseException as exc:
                 records.fail(run_id, exc, traceback.format_exc())
+                alerts.notify_failure(run_id, request.id, self.name, f"{type(exc).__name__}: {exc}")
                 raise
             records.succeed(run_id, result)
             return result

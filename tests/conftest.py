@@ -2,6 +2,7 @@
 schema from `alembic upgrade head`, a real `celery worker` process, and the Flask app."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -12,6 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 
 import pytest
 import redis
@@ -27,6 +32,56 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 #: Step length of demo.long_task in the worker under test (the seed's is 1 s).
 DEMO_STEP_S = 0.05
 WORKER_READY_TIMEOUT_S = 60.0
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) in the test process that keeps what it receives.
+
+    Recipients containing "reject" are refused with a permanent 550, as a real server does;
+    for recipients containing "slow" the server keeps the message but answers only after 8 s.
+    stop() and start() again on the same port simulate an SMTP outage.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+        self.controller = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if "reject" in address:
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = BytesParser(policy=policy.default).parsebytes(envelope.content)
+        with self.lock:
+            self.messages.append(message)
+        if any("slow" in rcpt for rcpt in envelope.rcpt_tos):
+            await asyncio.sleep(8)
+        return "250 Message accepted for delivery"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def to(self, address: str) -> list[EmailMessage]:
+        """The messages received for this recipient."""
+        with self.lock:
+            return [m for m in self.messages
+                    if address in [a.addr_spec for a in m["To"].addresses]]
 
 
 @dataclass
@@ -78,24 +133,48 @@ def _reset_schema(url: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+#: Settings shared by the in-process app and the worker and beat processes of the tests:
+#: short e-mail delays and retries, and failure alerts to a test address.
+SHARED_SETTINGS = {
+    "DEMO_STEP_SECONDS": DEMO_STEP_S,
+    "PROGRESS_MIN_INTERVAL_S": 0.0,
+    "DEMO_EMAIL_DELAY_S": 3.0,
+    "MAIL_RETRY_BASE_S": 0.2,
+    "MAIL_RETRY_MAX_S": 1.0,
+    "MAIL_MAX_ATTEMPTS": 40,
+    "MAIL_TIMEOUT_S": 5.0,
+    "ALERT_QUIET_S": 4.0,
+    "ALERT_EMAILS": "alerts@example.com",
+}
+
+
+@pytest.fixture(scope="session")
+def smtp() -> SmtpSink:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
 def test_settings(services: Services, **overrides: Any) -> dict[str, Any]:
-    return {
+    settings = {
         "TESTING": True,
         "DATABASE_URL": services.database_url,
         "REDIS_URL": services.redis_url,
         "SECRET_KEY": "test-secret",
-        "DEMO_STEP_SECONDS": DEMO_STEP_S,
-        "PROGRESS_MIN_INTERVAL_S": 0.0,
+        **SHARED_SETTINGS,
         **overrides,
     }
+    settings["ALERT_EMAILS"] = [a for a in str(settings["ALERT_EMAILS"]).split(",") if a]
+    return settings
 
 
 test_settings.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="session")
-def app(services: Services):
-    return create_app(test_settings(services))
+def app(services: Services, smtp: SmtpSink):
+    return create_app(test_settings(services, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp.port))
 
 
 @pytest.fixture
@@ -114,7 +193,8 @@ def clean_tables(request):
     with engine.begin() as conn:
         # No RESTART IDENTITY: a run still finishing from an earlier test must not find
         # its old id reused by a new row.
-        conn.execute(text("TRUNCATE job_events, job_runs, schedules, beat_heartbeats CASCADE"))
+        conn.execute(text("TRUNCATE job_events, job_runs, schedules, beat_heartbeats, emails, "
+                          "failure_alerts CASCADE"))
     engine.dispose()
     yield
 
@@ -123,7 +203,7 @@ class CeleryProcess:
     """A real `celery -A worker worker|beat` subprocess with the test services' URLs."""
 
     def __init__(self, services: Services, log_path: Path, kind: str = "worker",
-                 name: str = "test", **env: str):
+                 name: str = "test", smtp: SmtpSink | None = None, **env: str):
         self.services = services
         self.log_path = log_path
         self.kind = kind
@@ -132,11 +212,12 @@ class CeleryProcess:
             os.environ,
             DATABASE_URL=services.database_url,
             REDIS_URL=services.redis_url,
-            DEMO_STEP_SECONDS=str(DEMO_STEP_S),
-            PROGRESS_MIN_INTERVAL_S="0",
             PYTHONUNBUFFERED="1",
+            **{k: str(v) for k, v in SHARED_SETTINGS.items()},
             **env,
         )
+        if smtp is not None:
+            self.env.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=str(smtp.port))
         self.proc: subprocess.Popen | None = None
 
     def argv(self) -> list[str]:
@@ -188,20 +269,21 @@ class CeleryProcess:
 
 
 @pytest.fixture(scope="session")
-def worker(app, services, tmp_path_factory):
-    proc = CeleryProcess(services, tmp_path_factory.mktemp("worker") / "worker.log")
+def worker(app, services, smtp, tmp_path_factory):
+    proc = CeleryProcess(services, tmp_path_factory.mktemp("worker") / "worker.log", smtp=smtp)
     proc.start(app.extensions["celery"])
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def beats(services, tmp_path):
+def beats(services, smtp, tmp_path):
     """Start beat processes on demand: `beats.start()`; all are stopped after the test."""
 
     class Beats(list):
         def start(self) -> CeleryProcess:
-            proc = CeleryProcess(services, tmp_path / f"beat{len(self)}.log", kind="beat")
+            proc = CeleryProcess(services, tmp_path / f"beat{len(self)}.log", kind="beat",
+                                 smtp=smtp)
             self.append(proc.start())
             return proc
 

@@ -93,12 +93,13 @@ def test_edits_take_effect_without_restart(app, worker, beats):
     with app.app_context():
         schedules.create("inserted", {"task": "demo.noop", "every": "1s"})
     wait_for(lambda: _runs(app, "inserted"), timeout=5, interval=0.1, message="the insert")
+    beat_runs = text("SELECT count(*) FROM job_runs WHERE trigger = 'beat'")
     with app.app_context():
         schedules.remove(schedules.get("inserted"))
-        gone = db.session.execute(text("SELECT count(*) FROM job_runs")).scalar()
+        gone = db.session.execute(beat_runs).scalar()
     time.sleep(3)
     with app.app_context():
-        assert db.session.execute(text("SELECT count(*) FROM job_runs")).scalar() <= gone + 1
+        assert db.session.execute(beat_runs).scalar() <= gone + 1  # one may be in flight
 
 
 def test_overlap_skip_with_a_real_worker(app, worker, beats):

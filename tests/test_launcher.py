@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -34,7 +34,8 @@ def _get(opener, url: str) -> tuple[int, str]:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_run_serves_the_demo_and_stops_everything(tmp_path: Path, stop_signal):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "MAIL_SERVER", "MAIL_PORT")}
     env.update(PORT=str(port), EMBEDDED_PATH=str(tmp_path / "instance"), DEMO_STEP_SECONDS="0.05")
     log = open(tmp_path / "run.log", "wb")
     launcher = subprocess.Popen([sys.executable, "-m", "app.launcher"], cwd=PROJECT, env=env,
@@ -52,11 +53,18 @@ def test_run_serves_the_demo_and_stops_everything(tmp_path: Path, stop_signal):
             location = resp.headers["Location"]
         wait_for(lambda: '"SUCCESS"' in _get(opener, base + location)[1], timeout=60,
                  interval=0.5, message="the run to succeed under ./run")
+        # The e-mail form works on a fresh machine: ./run captures the mail locally.
+        form = urllib.parse.urlencode({"email": "dev@example.com", "submit": "Send",
+                                       "csrf_token": token}).encode()
+        with opener.open(urllib.request.Request(base + "/", data=form), timeout=10) as resp:
+            assert "Sending email to dev@example.com" in resp.read().decode()
+        wait_for(lambda: "Hello from Flask" in _get(opener, base + "/mailbox/")[1], timeout=30,
+                 interval=0.5, message="the e-mail in the local mailbox")
         started = psutil.Process(launcher.pid).children(recursive=True)
         servers = [psutil.Process(pid) for pid in _embedded_server_pids(tmp_path / "instance")]
         assert len(servers) == 2
         labels = (tmp_path / "run.log").read_text()
-        for label in ("web    |", "worker |", "beat   |"):
+        for label in ("web    |", "worker |", "beat   |", "mail   |"):
             assert label in labels
     finally:
         launcher.send_signal(stop_signal)

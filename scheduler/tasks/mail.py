@@ -1,0 +1,30 @@
+"""The task that delivers outbox e-mails, and the sweep of e-mails stuck in `sending`."""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+
+from scheduler import outbox
+
+
+class EmailNotSent(RuntimeError):
+    """The SMTP server refused the message for good (or retries ran out)."""
+
+
+@shared_task(bind=True, name=outbox.SEND_TASK, max_retries=None)
+def send(self, email_id: int) -> dict[str, Any]:
+    """Send one outbox e-mail; transient SMTP failures retry with exponential backoff."""
+    outcome = outbox.deliver(int(email_id), getattr(self.request, "job_run_id", None))
+    if outcome.retry_in_s is not None:
+        raise self.retry(countdown=outcome.retry_in_s, exc=EmailNotSent(outcome.error))
+    if outcome.state == "failed":
+        raise EmailNotSent(outcome.error)
+    return {"email_id": int(email_id), "state": outcome.state}
+
+
+@shared_task(name="mail.sweep")
+def sweep() -> dict[str, int]:
+    """Flag e-mails left in `sending` by a worker that died, for a person to review."""
+    return {"flagged": outbox.flag_stuck(current_app.config["MAIL_SENDING_STUCK_S"])}
