@@ -19,6 +19,13 @@ SCHEDULES = [
         "enabled": False,
     },
     {
+        # E-mails left in `sending` by a worker that died are flagged for review, not resent.
+        "name": "mail-sweep",
+        "task": "mail.sweep",
+        "every": "1m",
+        "overlap": "skip",
+    },
+    {
         # Forget beat processes that have not ticked for a day.
         "name": "prune-beat-heartbeats",
         "task": "beat.prune_heartbeats",
