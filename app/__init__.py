@@ -4,10 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask
 from flask_migrate import Migrate
-from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy.exc import OperationalError
+from flask_wtf.csrf import CSRFProtect
 
 from app import config
 from models import db
@@ -32,24 +31,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     mail.init_app(app)
     celery_init_app(app)
 
-    from app import demo, emails_cli, mailbox, schedules_cli
+    from app import admin, auth, demo, emails_cli, mailbox, schedules_cli, security
 
+    security.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(demo.bp)
+    app.register_blueprint(admin.bp)
     if app.config["MAIL_CAPTURE_DIR"]:
         app.register_blueprint(mailbox.bp)
     schedules_cli.init_app(app)
     emails_cli.init_app(app)
-    _register_errors(app)
     return app
-
-
-def _register_errors(app: Flask) -> None:
-    @app.errorhandler(OperationalError)
-    def database_unavailable(exc: OperationalError):
-        app.logger.error("database unavailable: %s", type(exc.orig).__name__)
-        return jsonify(error="database_unavailable",
-                       message="The database is not reachable; try again shortly."), 503
-
-    @app.errorhandler(CSRFError)
-    def csrf_failed(exc: CSRFError):
-        return jsonify(error="csrf_failed", message=exc.description), 400

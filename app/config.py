@@ -66,6 +66,13 @@ class Config:
     REDIS_URL: str | None = os.environ.get("REDIS_URL") or None
     SECRET_KEY: str = os.environ.get("SECRET_KEY", "dev-only-change-me")
     PORT: int = _env_int("PORT", 5000)
+    #: Cookies scripts cannot read and other sites do not send; Secure behind HTTPS.
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SAMESITE: str = "Lax"
+    SESSION_COOKIE_SECURE: bool = _env_bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_HTTPONLY: bool = True
+    REMEMBER_COOKIE_SAMESITE: str = "Lax"
+    REMEMBER_COOKIE_SECURE: bool = _env_bool("SESSION_COOKIE_SECURE", False)
 
     #: SMTP server; None in development means "./run starts a local capture server".
     MAIL_SERVER: str | None = os.environ.get("MAIL_SERVER") or None

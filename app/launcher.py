@@ -102,6 +102,9 @@ def main() -> int:
         if migrate.wait() != 0:
             print("run    | migration failed; stopping", flush=True)
             return 1
+        if _spawn("users", flask + ["users", "ensure-admin"], env).wait() != 0:
+            print("run    | could not create the first admin; stopping", flush=True)
+            return 1
         if not Config.MAIL_SERVER:
             port = _free_port(8025)
             mailbox = root / "mailbox"

@@ -12,21 +12,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from bench.harness import (
-    Harness, fmt_ratio, fmt_s, median, p50, p99, say, seconds_between, utcnow, wait_until,
+    Harness, fmt_ratio, fmt_s, median, p50, p99, say, seconds_between, sides, summary, utcnow,
+    wait_until,
 )
 
 #: When the released run was handed to the broker: its `queued` event.
 _RELEASED_AT = ("(SELECT min(e.at) FROM job_events e "
                 "WHERE e.run_id = r.id AND e.state = 'queued') AS released_at")
-
-
-def _sides(round_no: int, ours, baseline):
-    """ABBA order: ours first in even rounds, baseline first in odd ones."""
-    return [("ours", ours), ("baseline", baseline)][:: 1 if round_no % 2 == 0 else -1]
-
-
-def _summary(values: list[float]) -> str:
-    return f"p50 {fmt_s(p50(values))} p99 {fmt_s(p99(values))}"
 
 
 # --- 1. fire lateness ----------------------------------------------------------------------
@@ -53,22 +45,22 @@ def fire_lateness(h: Harness) -> None:
         ours_release.extend(release)
         ours_start.extend(start)
         skipped += skips
-        say(f"  round {round_no + 1} ours: {len(start)} runs; release {_summary(release)}; "
-            f"start {_summary(start)}")
+        say(f"  round {round_no + 1} ours: {len(start)} runs; release {summary(release)}; "
+            f"start {summary(start)}")
 
     def baseline(round_no: int) -> None:
         start = _fire_plain(h, per_round)
         base_start.extend(start)
-        say(f"  round {round_no + 1} plain Celery: {len(start)} runs; start {_summary(start)}")
+        say(f"  round {round_no + 1} plain Celery: {len(start)} runs; start {summary(start)}")
 
     for round_no in range(rounds):
-        for _side, run in _sides(round_no, ours, baseline):
+        for _side, run in sides(round_no, ours, baseline):
             run(round_no)
 
     base99 = p99(base_start)
-    say(f"fire lateness (1 s schedule, {total_s} s): release {_summary(ours_release)}; "
-        f"start {_summary(ours_start)}; plain Celery 1/s countdowns start "
-        f"{_summary(base_start)}; ratio ours/baseline start p99 "
+    say(f"fire lateness (1 s schedule, {total_s} s): release {summary(ours_release)}; "
+        f"start {summary(ours_start)}; plain Celery 1/s countdowns start "
+        f"{summary(base_start)}; ratio ours/baseline start p99 "
         f"{fmt_ratio(p99(ours_start), base99)}, release p99 {fmt_ratio(p99(ours_release), base99)}"
         + (f"; {skipped} slot(s) skipped" if skipped else ""))
     value = p99(ours_start)
@@ -123,7 +115,7 @@ def edit_pickup(h: Harness) -> None:
     base: list[float] = []
 
     for rep in range(reps):
-        for side, _ in _sides(rep, None, None):
+        for side, _ in sides(rep, None, None):
             if side == "ours":
                 value = _edit_once(h, f"bench-edit-{rep}")
                 ours.append(value)
@@ -201,20 +193,20 @@ def countdown_release(h: Harness) -> None:
     base50: list[float] = []
 
     for round_no in range(rounds):
-        for side, _ in _sides(round_no, None, None):
+        for side, _ in sides(round_no, None, None):
             if side == "ours":
                 release, start, note = _countdown_ours(h, n, lead)
                 rel50.append(p50(release))
                 rel99.append(p99(release))
                 start50.append(p50(start))
                 start99.append(p99(start))
-                say(f"  round {round_no + 1} ours: release {_summary(release)}; "
-                    f"start {_summary(start)}{note}")
+                say(f"  round {round_no + 1} ours: release {summary(release)}; "
+                    f"start {summary(start)}{note}")
             else:
                 start = _countdown_plain(h, n, lead)
                 base50.append(p50(start))
                 base99.append(p99(start))
-                say(f"  round {round_no + 1} plain Celery: start {_summary(start)}")
+                say(f"  round {round_no + 1} plain Celery: start {summary(start)}")
 
     say(f"countdown release ({n} due at once, median of {rounds} round(s)): "
         f"release p50 {fmt_s(median(rel50))} p99 {fmt_s(median(rel99))}; "

@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 #: Tables emptied between two sides of a benchmark.
-BENCH_TABLES = "job_events, job_runs, schedules"
+BENCH_TABLES = "job_events, job_runs, schedules, emails"
 UNFINISHED = ("scheduled", "queued", "running", "retrying")
 
 PR_SET_PDEATHSIG = 1
@@ -83,10 +83,32 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def fmt_mib(nbytes: float) -> str:
+    if nbytes is None or math.isnan(nbytes):
+        return "n/a"
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def fmt_plain(value: float) -> str:
+    """A bare number (a ratio against a target such as `<= 1.0`)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.2f}"
+
+
 def fmt_ratio(ours: float, baseline: float) -> str:
     if any(v is None or math.isnan(v) for v in (ours, baseline)) or baseline <= 0:
         return "n/a"
     return f"{ours / baseline:.2f}x"
+
+
+def summary(values: Sequence[float]) -> str:
+    return f"p50 {fmt_s(p50(values))} p99 {fmt_s(p99(values))}"
+
+
+def sides(round_no: int, ours: Any = None, baseline: Any = None) -> list[tuple[str, Any]]:
+    """ABBA order: ours first in even rounds, baseline first in odd ones."""
+    return [("ours", ours), ("baseline", baseline)][:: 1 if round_no % 2 == 0 else -1]
 
 
 def seconds_between(later: datetime | None, earlier: datetime | None) -> float | None:
@@ -109,9 +131,12 @@ class Goal:
     value: float
     target: str
     ok: bool
+    #: How the value is written: a duration by default.
+    fmt: Callable[[float], str] = fmt_s
 
     def line(self) -> str:
-        return f"goal {self.name}: {fmt_s(self.value)} ({self.target}) {'ok' if self.ok else 'short'}"
+        return (f"goal {self.name}: {self.fmt(self.value)} ({self.target}) "
+                f"{'ok' if self.ok else 'short'}")
 
 
 @dataclass
@@ -120,8 +145,9 @@ class Goals:
 
     items: list[Goal] = field(default_factory=list)
 
-    def goal(self, name: str, value: float, target: str, ok: bool) -> Goal:
-        item = Goal(name, value, target, bool(ok))
+    def goal(self, name: str, value: float, target: str, ok: bool,
+             fmt: Callable[[float], str] = fmt_s) -> Goal:
+        item = Goal(name, value, target, bool(ok), fmt)
         self.items.append(item)
         return item
 
@@ -209,6 +235,21 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
+def tree_rss(pid: int) -> int:
+    """Resident set size in bytes of a process plus all its descendants (sum of rss; pages
+    shared after a fork are counted once per process)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return total
+
+
 def redis_client(url: str):
     """A redis-py client for a broker URL (redis:// or kombu's redis+socket://)."""
     import redis
@@ -259,6 +300,10 @@ class Harness:
         self.engine = None
         self.worker: CeleryProcess | None = None
         self.beat: CeleryProcess | None = None
+        #: Environment of the worker and beat processes: the services' URLs ...
+        self.base_env: dict[str, str] = {}
+        #: ... plus extra settings (MAIL_SERVER, ...), see restart().
+        self.extra_env: dict[str, str] = {}
 
     def __enter__(self) -> "Harness":
         try:
@@ -301,12 +346,54 @@ class Harness:
         })
         self.celery_app = self.app.extensions["celery"]
 
-        env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
-        self.worker = CeleryProcess("worker", env, self.tmpdir / "worker.log").start()
-        self.beat = CeleryProcess("beat", env, self.tmpdir / "beat.log").start()
+        self.base_env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url,
+                             PYTHONUNBUFFERED="1")
+        self.worker = CeleryProcess("worker", self._env(), self.tmpdir / "worker.log").start()
+        self.beat = CeleryProcess("beat", self._env(), self.tmpdir / "beat.log").start()
         self._wait_worker()
         self._wait_beat_leads()
         say("worker and beat ready")
+
+    def _env(self) -> dict[str, str]:
+        return {**self.base_env, **self.extra_env}
+
+    # --- worker and beat ---
+
+    def start_worker(self) -> None:
+        """Start a fresh worker (none may be running) and wait until it answers."""
+        if self.worker is not None:
+            raise RuntimeError("a worker is already running")
+        self.worker = CeleryProcess("worker", self._env(), self.tmpdir / "worker.log").start()
+        self._wait_worker()
+
+    def stop_worker(self) -> None:
+        """Stop the worker (warm shutdown: the messages it reserved go back to the broker)."""
+        if self.worker is not None:
+            try:
+                self.worker.stop()
+            finally:
+                self.worker = None
+
+    def restart(self, env: dict[str, Any] | None = None, beat: bool = True) -> None:
+        """Stop the worker (and beat) and start fresh ones. `env`, when given, replaces the
+        extra settings both get from now on (e.g. MAIL_SERVER / MAIL_PORT); {} drops them."""
+        if env is not None:
+            self.extra_env = {k: str(v) for k, v in env.items()}
+        if beat and self.beat is not None:
+            try:
+                self.beat.stop()
+            finally:
+                self.beat = None
+        self.stop_worker()
+        self.start_worker()
+        if beat:
+            self.beat = CeleryProcess("beat", self._env(), self.tmpdir / "beat.log").start()
+            self._wait_beat_leads()
+
+    def worker_rss(self) -> int:
+        """The worker's resident memory in bytes: main process plus its pool children."""
+        self.worker.check_alive()
+        return tree_rss(self.worker.proc.pid)
 
     def _wait_worker(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

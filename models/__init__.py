@@ -4,5 +4,7 @@ from models.email import Email, FailureAlert
 from models.job import JobEvent, JobRun
 from models.schedule import BeatHeartbeat, Schedule
 from models.states import FINAL_STATES, RunState
+from models.user import ROLES, User
 
-__all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES"]
+__all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
+           "User", "ROLES"]

@@ -194,7 +194,7 @@ def clean_tables(request):
         # No RESTART IDENTITY: a run still finishing from an earlier test must not find
         # its old id reused by a new row.
         conn.execute(text("TRUNCATE job_events, job_runs, schedules, beat_heartbeats, emails, "
-                          "failure_alerts CASCADE"))
+                          "failure_alerts, users CASCADE"))
     engine.dispose()
     yield
 
@@ -322,9 +322,48 @@ def wait_for_state(app, task_id: str, *states: str, timeout: float = 30.0) -> Jo
     return wait_for(check, timeout, message=f"run {task_id} to reach {states}")
 
 
-def csrf_token(client) -> str:
-    page = client.get("/").get_data(as_text=True)
+def csrf_token(client, path: str = "/") -> str:
+    page = client.get(path).get_data(as_text=True)
     return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+#: The password of every user made by the fixtures below.
+PASSWORD = "correct horse battery"
+
+
+def make_user(app, email: str, role: str):
+    from app.auth import create_user
+
+    with app.app_context():
+        return create_user(email, role, PASSWORD).id
+
+
+def sign_in(client, email: str, password: str = PASSWORD):
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"email": email, "password": password,
+                                       "csrf_token": token})
+
+
+def _signed_in_client(app, role: str):
+    make_user(app, f"{role}@example.com", role)
+    client = app.test_client()
+    assert sign_in(client, f"{role}@example.com").status_code == 302
+    return client
+
+
+@pytest.fixture
+def viewer_client(app, services):
+    return _signed_in_client(app, "viewer")
+
+
+@pytest.fixture
+def operator_client(app, services):
+    return _signed_in_client(app, "operator")
+
+
+@pytest.fixture
+def admin_client(app, services):
+    return _signed_in_client(app, "admin")
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ def test_longtask_answers_202_and_status_reaches_success(app, client, worker):
 
 
 def test_longtask_without_csrf_token_is_refused(client):
-    resp = client.post("/longtask")
+    resp = client.post("/longtask", headers={"Accept": "application/json"})
     assert resp.status_code == 400
     assert resp.get_json()["error"] == "csrf_failed"
 

@@ -36,7 +36,8 @@ def test_run_serves_the_demo_and_stops_everything(tmp_path: Path, stop_signal):
     port = _free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "MAIL_SERVER", "MAIL_PORT")}
-    env.update(PORT=str(port), EMBEDDED_PATH=str(tmp_path / "instance"), DEMO_STEP_SECONDS="0.05")
+    env.update(PORT=str(port), EMBEDDED_PATH=str(tmp_path / "instance"), DEMO_STEP_SECONDS="0.05",
+               ADMIN_EMAIL="boss@example.com", ADMIN_PASSWORD="launcher-test-password")
     log = open(tmp_path / "run.log", "wb")
     launcher = subprocess.Popen([sys.executable, "-m", "app.launcher"], cwd=PROJECT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -58,6 +59,13 @@ def test_run_serves_the_demo_and_stops_everything(tmp_path: Path, stop_signal):
                                        "csrf_token": token}).encode()
         with opener.open(urllib.request.Request(base + "/", data=form), timeout=10) as resp:
             assert "Sending email to dev@example.com" in resp.read().decode()
+        # The first admin exists (from ADMIN_EMAIL / ADMIN_PASSWORD) and can read the mailbox.
+        login = _get(opener, base + "/login")[1]
+        token = login.split('name="csrf-token" content="')[1].split('"')[0]
+        form = urllib.parse.urlencode({"email": "boss@example.com", "csrf_token": token,
+                                       "password": "launcher-test-password"}).encode()
+        with opener.open(urllib.request.Request(base + "/login", data=form), timeout=10) as resp:
+            assert "boss@example.com" in resp.read().decode()
         wait_for(lambda: "Hello from Flask" in _get(opener, base + "/mailbox/")[1], timeout=30,
                  interval=0.5, message="the e-mail in the local mailbox")
         started = psutil.Process(launcher.pid).children(recursive=True)

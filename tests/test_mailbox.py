@@ -10,7 +10,7 @@ from aiosmtpd.controller import Controller
 
 from app import create_app
 from app.mailbox import CaptureHandler
-from tests.conftest import test_settings
+from tests.conftest import make_user, sign_in, test_settings
 
 
 @pytest.fixture
@@ -34,7 +34,11 @@ def test_captured_mail_is_listed_and_shown_escaped(capture, services):
         smtp.send_message(msg)
     [saved] = list(folder.glob("*.eml"))
 
-    client = create_app(test_settings(services, MAIL_CAPTURE_DIR=str(folder))).test_client()
+    app = create_app(test_settings(services, MAIL_CAPTURE_DIR=str(folder)))
+    client = app.test_client()
+    assert client.get("/mailbox/").status_code == 302  # sign-in first
+    make_user(app, "dev@example.com", "viewer")
+    sign_in(client, "dev@example.com")
     page = client.get("/mailbox/").get_data(as_text=True)
     assert "&lt;b&gt;Hi&lt;/b&gt;" in page and "<b>Hi</b>" not in page
     shown = client.get(f"/mailbox/{saved.name}").get_data(as_text=True)

@@ -1,0 +1,1 @@
+"""Admin page: emails (to be written)."""

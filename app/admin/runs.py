@@ -1,0 +1,1 @@
+"""Admin page: runs (to be written)."""

@@ -1,0 +1,1 @@
+"""Admin page: schedules (to be written)."""
