@@ -27,7 +27,7 @@ def stacked_bars(labels: Sequence[str], series: dict[str, Sequence[float]],
     for i, label in enumerate(labels):
         y = plot_h
         for name, values in series.items():
-            h = values[i] / peak * (plot_h - 10)
+            h = values[i] / peak * (plot_h - 18)  # room for the "max" label
             if h <= 0:
                 continue
             y -= h
