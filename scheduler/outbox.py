@@ -240,3 +240,30 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         socket.setdefaulttimeout(previous)
+
+
+#: States from which an e-mail may be sent again, as a new outbox e-mail.
+RESENDABLE = ("failed", "sent")
+
+
+def resend(email_id: int, *, idempotency_key: str | None = None) -> Email:
+    """Add a new e-mail with the recipients, subject and bodies of a failed or sent one, in
+    the caller's transaction; it goes after the commit, like any `send_email`.
+
+    The original is left as it was, except that its `needs_review` flag is cleared: a person
+    has looked at the uncertain delivery and decided (the caller asks them to confirm that
+    the recipient may get the message twice). With an idempotency_key used before (a form
+    submitted twice), the e-mail made the first time is returned.
+    """
+    original = db.session.get(Email, email_id)
+    if original is None:
+        raise EmailError(f"e-mail {email_id} does not exist")
+    if original.state not in RESENDABLE:
+        raise EmailError(f"e-mail {email_id} cannot be resent: it is {original.state}"
+                         " (only failed and sent e-mails can be)")
+    copy = send_email(list(original.recipients), original.subject, original.text_body,
+                      original.html_body, idempotency_key=idempotency_key)
+    if original.needs_review:
+        original.needs_review = False
+        original.updated_at = datetime.now(timezone.utc)
+    return copy
