@@ -11,11 +11,11 @@ import sys
 import time
 import traceback
 
-from bench import beat, mail
+from bench import beat, history, mail
 from bench.harness import Harness, say
 
 #: Every benchmark, in the order a full run takes them.
-BENCHMARKS = {**beat.BENCHMARKS, **mail.BENCHMARKS}
+BENCHMARKS = {**beat.BENCHMARKS, **mail.BENCHMARKS, **history.BENCHMARKS}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

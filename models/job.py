@@ -28,6 +28,18 @@ class JobRun(db.Model):
         Index("ix_job_runs_task_name_id", "task_name", "id"),
         Index("ix_job_runs_state_id", "state", "id"),
         Index("ix_job_runs_schedule_id_id", "schedule_id", "id"),
+        Index("ix_job_runs_trigger_id", "trigger", "id"),
+        # The runs list filtered by task and state, paged by id (not two indexes ANDed).
+        Index("ix_job_runs_task_name_state_id", "task_name", "state", "id"),
+        # Time ranges: the runs list's created from/to filter, the dashboard's last day/week.
+        Index("ix_job_runs_created_at", "created_at"),
+        # The runs list's task id prefix search (LIKE 'abc%' needs pattern ops outside the C
+        # collation; PostgreSQL docs "Operator Classes and Operator Families").
+        Index("ix_job_runs_task_id_prefix", "task_id",
+              postgresql_ops={"task_id": "varchar_pattern_ops"}),
+        # The re-runs of a run, and ON DELETE SET NULL when pruning (few rows have a link).
+        Index("ix_job_runs_rerun_of_id", "rerun_of_id",
+              postgresql_where=text("rerun_of_id IS NOT NULL")),
         # One run per slot of a schedule: the guard against a double fire (NULLs are distinct).
         UniqueConstraint("schedule_id", "scheduled_for", name="uq_job_runs_schedule_slot"),
         # The dispatcher's query: scheduled runs by due time.
@@ -74,6 +86,10 @@ class JobRun(db.Model):
     scheduled_for: Mapped[datetime | None] = mapped_column(TZ)
     #: Why a `skipped` run was not run (overlap, or slots missed during downtime).
     skip_reason: Mapped[str | None] = mapped_column(Text)
+    #: The run this one re-runs or retries (trigger `rerun` / `retry`), from the admin or API.
+    rerun_of_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("job_runs.id", ondelete="SET NULL")
+    )
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="run", order_by="JobEvent.id", cascade="all, delete-orphan"
