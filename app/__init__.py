@@ -25,18 +25,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.load(test_config))
 
+    from app import admin, auth, demo, emails_cli, mailbox, schedules_cli, security
+
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    auth.init_app(app)  # its sign-in check runs before the CSRF check
     csrf.init_app(app)
     mail.init_app(app)
     celery_init_app(app)
 
-    from app import admin, auth, demo, emails_cli, mailbox, schedules_cli, security
-
     security.init_app(app)
-    auth.init_app(app)
     app.register_blueprint(demo.bp)
-    app.register_blueprint(admin.bp)
+    admin.init_app(app)
     if app.config["MAIL_CAPTURE_DIR"]:
         app.register_blueprint(mailbox.bp)
     schedules_cli.init_app(app)

@@ -142,7 +142,24 @@ def ensure_admin_command(email: str, password: str | None) -> None:
         click.echo(f"created the first admin: {user.email} (password from ADMIN_PASSWORD)")
 
 
+#: Blueprints whose every page and action needs a signed-in user.
+PRIVATE_BLUEPRINTS = {"admin", "mailbox"}
+
+
+def require_sign_in():
+    """Anonymous requests to private pages go to the sign-in page, whatever their method.
+
+    Registered before CSRFProtect's check, so an anonymous POST is sent to sign in rather
+    than answered 400; roles are checked by each action (role_required), after the CSRF check.
+    """
+    if request.blueprint in PRIVATE_BLUEPRINTS and not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    return None
+
+
 def init_app(app: Flask) -> None:
+    """Call before CSRFProtect.init_app: before_request functions run in this order."""
     login_manager.init_app(app)
+    app.before_request(require_sign_in)
     app.register_blueprint(bp)
     app.cli.add_command(users_cli)

@@ -16,15 +16,9 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template
-from flask_login import login_required
 
+# Captured mail is as private as real mail: signed-in users only (app.auth.PRIVATE_BLUEPRINTS).
 bp = Blueprint("mailbox", __name__, url_prefix="/mailbox")
-
-
-@bp.before_request
-@login_required
-def require_sign_in() -> None:
-    """Captured mail is as private as real mail: signed-in users only."""
 _NAME = re.compile(r"^[0-9]+-[0-9]+\.eml$")
 #: Messages listed on the page, newest first.
 LIST_LIMIT = 200

@@ -50,7 +50,8 @@ class JobRun(db.Model):
     task_id: Mapped[str] = mapped_column(String(255), unique=True)
     task_name: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16))
-    #: Who published it: web, api, cli, beat, manual, rerun, or external (plain Celery means).
+    #: Who published it: web, api, cli, beat, manual, rerun, retry, mail, or external (plain
+    #: Celery means).
     trigger: Mapped[str] = mapped_column(String(16), server_default="external")
     queue: Mapped[str | None] = mapped_column(String(255))
     args: Mapped[Any | None] = mapped_column(JSONB)

@@ -5,7 +5,11 @@ from celery import Celery
 from celery.signals import task_revoked, worker_process_init
 from flask import Flask
 
+from models.states import FINAL_STATES, RunState
 from scheduler.task import FlaskTask
+
+#: Every state a run can be revoked from.
+ACTIVE_STATES = tuple(s for s in RunState if s not in FINAL_STATES)
 
 #: Modules holding our tasks, imported by every process that builds the Celery app.
 TASK_MODULES = ["scheduler.tasks.demo", "scheduler.tasks.mail", "scheduler.tasks.maintenance"]
@@ -43,4 +47,5 @@ def _connect_worker_signals(celery_app: Celery) -> None:
             return
         reason = "expired" if expired else ("terminated" if terminated else "revoked")
         with app.app_context():
-            records.revoke(request.id, reason)
+            # A terminated run was running; an expired or revoked one never started.
+            records.revoke(request.id, reason, states=ACTIVE_STATES)

@@ -30,6 +30,7 @@ def enqueue(
     queue: str | None = None,
     task_id: str | None = None,
     schedule_id: int | None = None,
+    rerun_of_id: int | None = None,
 ) -> str:
     """Start a registered task by name and return its task_id.
 
@@ -39,7 +40,8 @@ def enqueue(
     task = current_app.extensions["celery"].tasks.get(task_name)
     if task is None or task_name.startswith("celery."):
         raise UnknownTask(task_name)
-    options: dict[str, Any] = {"bk_trigger": trigger, "bk_schedule_id": schedule_id}
+    options: dict[str, Any] = {"bk_trigger": trigger, "bk_schedule_id": schedule_id,
+                               "bk_rerun_of_id": rerun_of_id}
     if countdown is not None:
         options["countdown"] = countdown
     if eta is not None:

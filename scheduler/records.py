@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 from flask import current_app
 from sqlalchemy import Connection, text
@@ -63,6 +63,7 @@ def create(
     schedule_id: int | None = None,
     scheduled_for: datetime | None = None,
     skip_reason: str | None = None,
+    rerun_of_id: int | None = None,
     conn: Connection | None = None,
 ) -> int | None:
     """Record a run: `queued` (about to be published), `scheduled` (held until `eta`), or
@@ -84,11 +85,11 @@ def create(
         f"""
         WITH r AS (
             INSERT INTO job_runs (task_id, task_name, state, trigger, queue, args, kwargs,
-                                  eta, schedule_id, scheduled_for, skip_reason,
+                                  eta, schedule_id, scheduled_for, skip_reason, rerun_of_id,
                                   created_at, updated_at, {ts})
             VALUES (:task_id, :task_name, :state, :trigger, :queue,
                     CAST(:args AS jsonb), CAST(:kwargs AS jsonb), :eta, :schedule_id,
-                    :scheduled_for, :skip_reason, :now, :now, :now)
+                    :scheduled_for, :skip_reason, :rerun_of_id, :now, :now, :now)
             ON CONFLICT DO NOTHING
             RETURNING id
         )
@@ -108,6 +109,7 @@ def create(
         schedule_id=schedule_id,
         scheduled_for=scheduled_for,
         skip_reason=skip_reason,
+        rerun_of_id=rerun_of_id,
         now=utcnow(),
         message=message,
     )
@@ -254,9 +256,20 @@ def released(run_ids: list[int], conn: Connection) -> None:
                 ids=run_ids)
 
 
-def revoke(task_id: str, reason: str) -> int | None:
-    """Mark a run that has not finished as revoked (cancelled or stopped)."""
-    return _transition("task_id = :task_id", RunState.REVOKED, reason, task_id=task_id)
+def revoke(task_id: str, reason: str,
+           states: Iterable[RunState] = (RunState.SCHEDULED, RunState.QUEUED,
+                                         RunState.RETRYING)) -> int | None:
+    """Mark a run revoked (cancelled or stopped) if it is still in one of `states`; by
+    default only runs not started, so a run a worker starts meanwhile is not recorded as
+    revoked while it runs. Returns the run id, or None when nothing changed."""
+    return _transition("task_id = :task_id AND state = ANY(:states)", RunState.REVOKED, reason,
+                       task_id=task_id, states=[RunState(s).value for s in states])
+
+
+def revoke_runs(run_ids: list[int], reason: str, states: Iterable[RunState]) -> None:
+    """revoke() for many runs by id, in one statement."""
+    _transition("id = ANY(:ids) AND state = ANY(:states)", RunState.REVOKED, reason,
+                ids=run_ids, states=[RunState(s).value for s in states])
 
 
 def progress(run_id: int, current: int | None, total: int | None, message: str | None) -> None:

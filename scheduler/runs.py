@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from celery.utils import uuid
 from flask import current_app
-from sqlalchemy import ColumnElement, Row, Select, Text, cast, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, Text, cast, func, or_, select
 from sqlalchemy.orm import aliased, selectinload
 
 from models import FINAL_STATES, Email, JobRun, RunState, Schedule, db
@@ -441,9 +441,11 @@ def retry(run: JobRun, *, by: str = "") -> ActionResult:
     final (DESIGN "States"), and the worker would not start a task_id whose run is final.
     """
     try:
-        # Locked, so that two operators (or a double click) cannot both retry it.
+        # Locked, so that two operators (or a double click) cannot both retry it. NO KEY
+        # UPDATE: the new run's foreign key to this row (inserted on another connection)
+        # must not wait for this lock.
         state = db.session.scalar(select(JobRun.state).where(JobRun.id == run.id)
-                                  .with_for_update())
+                                  .with_for_update(key_share=True))
         if state is None:
             raise RunActionError(f"run {run.id} no longer exists")
         if RunState(state) not in RETRYABLE:
@@ -456,7 +458,7 @@ def retry(run: JobRun, *, by: str = "") -> ActionResult:
         if earlier is not None:
             raise RunActionError(f"run {run.id} was already retried as run {earlier.id} "
                                  f"({earlier.state}); retry that one if it failed")
-        new_id = _start_copy(run, RETRY_TRIGGER)  # commits, which releases the lock
+        new_id = _start_copy(run, RETRY_TRIGGER)
     finally:
         db.session.rollback()
     return ActionResult(f"Run {run.id} retried as a new run {new_id}.", new_id)
@@ -473,23 +475,11 @@ def _start_copy(run: JobRun, trigger: str) -> int:
     task_id = uuid()
     try:
         enqueue(run.task_name, args, kwargs, trigger=trigger, queue=run.queue,
-                task_id=task_id)
+                task_id=task_id, rerun_of_id=run.id)
     except UnknownTask:
         raise RunActionError(f"task {run.task_name} is not known here; run {run.id} cannot "
                              "be started again") from None
-    except BrokerUnavailable:
-        _link(task_id, run.id)
-        raise
-    return _link(task_id, run.id)
-
-
-def _link(task_id: str, original_id: int) -> int:
-    # After enqueue committed the row (enqueue writes no link); the worker's writes to the
-    # new row never touch rerun_of_id, so this cannot undo one of theirs.
-    new_id = db.session.scalar(update(JobRun).where(JobRun.task_id == task_id)
-                               .values(rerun_of_id=original_id).returning(JobRun.id))
-    db.session.commit()
-    return new_id
+    return db.session.scalar(select(JobRun.id).where(JobRun.task_id == task_id))
 
 
 def cancel(run: JobRun, *, by: str = "") -> ActionResult:
@@ -534,10 +524,7 @@ def _revoke(run_ids: list[int], states: Sequence[RunState], reason: str) -> list
     db.session.rollback()
     if not eligible:
         return []
-    # records.revoke has no state guard: a queued run a worker starts meanwhile must not
-    # be recorded revoked while it runs, so the transition names the states it leaves.
-    records._transition("id = ANY(:ids) AND state = ANY(:states)", RunState.REVOKED, reason,
-                        ids=eligible, states=names)
+    records.revoke_runs(eligible, reason, states)
     return list(db.session.scalars(select(JobRun.id).where(JobRun.id.in_(eligible),
                                                            JobRun.state == "revoked")))
 

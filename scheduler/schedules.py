@@ -11,13 +11,16 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from models import Schedule, db
 from models.schedule import MISFIRE_POLICIES, OVERLAP_POLICIES
 from scheduler import slots
 from scheduler.enqueue import enqueue
 from scheduler.slots import ScheduleError, Timing
+
+#: Advisory lock held while code schedules are synced ("bk-sync!" read as 64-bit ASCII).
+SYNC_LOCK_KEY = int.from_bytes(b"bk-sync!", "big")
 
 #: The columns a definition sets (from code or from an operator).
 DEFINITION_FIELDS = (
@@ -188,6 +191,8 @@ def sync_code(entries: Iterable[Mapping[str, Any]]) -> None:
     restarts (it is only set when the schedule is first created). Code schedules that are
     no longer in the code are removed. A changed definition is planned afresh.
     """
+    # Beats starting together would both insert a new code schedule; one waits for the other.
+    db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SYNC_LOCK_KEY})
     names = set()
     for entry in entries:
         entry = dict(entry)

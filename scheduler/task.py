@@ -108,6 +108,7 @@ class FlaskTask(Task):
         """
         trigger = options.pop("bk_trigger", "external")
         schedule_id = options.pop("bk_schedule_id", None)
+        rerun_of_id = options.pop("bk_rerun_of_id", None)
         if options.get("retries"):
             # A retry re-publishes the run that already has its row.
             return super().apply_async(args, kwargs, task_id, producer, link, link_error,
@@ -118,7 +119,8 @@ class FlaskTask(Task):
             due = None
         with self._outer_app_context():
             records.create(task_id, self.name, args, kwargs, trigger=trigger,
-                           queue=options.get("queue"), eta=due, schedule_id=schedule_id)
+                           queue=options.get("queue"), eta=due, schedule_id=schedule_id,
+                           rerun_of_id=rerun_of_id)
             if due is not None:
                 return self.AsyncResult(task_id)
             options.pop("countdown", None)

@@ -79,7 +79,7 @@ def _row_in_state(app, state: RunState, **progress) -> str:
         elif state is RunState.RETRYING:
             records.retrying(run_id, ValueError("flaky"), None, None)
         elif state is RunState.REVOKED:
-            records.revoke(task_id, "stopped")
+            records.revoke(task_id, "stopped", states=[RunState.RUNNING])
         elif state is RunState.FAILED:
             records.fail(run_id, ValueError("it broke"), None)
         elif state is RunState.SUCCEEDED:

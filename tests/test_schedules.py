@@ -61,3 +61,26 @@ def test_code_schedules_removed_from_code_are_removed(ctx):
 def test_bad_code_entry_is_an_error(ctx):
     with pytest.raises(ScheduleError, match="unknown task"):
         schedules.sync_code([{"name": "typo", "task": "demo.nope", "every": "1m"}])
+
+
+def test_two_beats_syncing_at_once_do_not_collide(app, services):
+    import threading
+
+    errors = []
+
+    def sync():
+        try:
+            with app.app_context():
+                schedules.sync_code(beat_schedule.SCHEDULES)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with app.app_context():
+        assert {s["name"] for s in beat_schedule.SCHEDULES} == {
+            s.name for s in schedules.db.session.scalars(schedules.select(schedules.Schedule))}

@@ -1,8 +1,7 @@
 """The admin pages: one blueprint, a module per page; every page needs sign-in."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
-from flask_login import login_required
+from flask import Blueprint, Flask, current_app, request, url_for
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -13,14 +12,22 @@ NAV = [("admin.dashboard", "Dashboard"), ("admin.runs", "Runs"),
 
 @bp.app_context_processor
 def navigation() -> dict:
-    return {"admin_nav": [(e, label) for e, label in NAV if e in current_app.view_functions]}
+    """The nav links; a section is active on its pages (/admin/runs and /admin/runs/12)."""
+    items = []
+    for endpoint, label in NAV:
+        if endpoint in current_app.view_functions:
+            path = url_for(endpoint)
+            active = request.path == path if path == "/admin/" else \
+                request.path.startswith(path)
+            items.append((path, label, active))
+    return {"admin_nav": items}
 
 
-@bp.before_request
-@login_required
-def require_sign_in() -> None:
-    """Every admin page and action needs a signed-in user; actions check the role too."""
+def init_app(app: Flask) -> None:
+    from app.admin import display
 
+    # The page modules register their views on `bp` when imported.
+    from app.admin import dashboard, emails, runs, schedules, system  # noqa: F401
 
-# The page modules register their views on `bp`.
-from app.admin import dashboard, emails, runs, schedules, system  # noqa: E402,F401
+    display.init_app(app)
+    app.register_blueprint(bp)

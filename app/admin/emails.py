@@ -10,7 +10,8 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from sqlalchemy import String, cast, select
 
 from app.admin import bp
-from app.admin.schedules import operator_action, when
+from app.admin.display import when
+from app.auth import role_required
 from models import Email, db
 from models.email import EMAIL_STATES
 from scheduler import outbox
@@ -109,7 +110,7 @@ def _same_outbox(url: str | None) -> bool:
 
 
 @bp.post("/emails/<int:email_id>/cancel", endpoint="email_cancel")
-@operator_action
+@role_required("operator")
 def email_cancel(email_id: int) -> Response:
     if outbox.cancel(email_id):
         flash(f"E-mail {email_id} cancelled: it will not be sent.", "info")
@@ -124,7 +125,7 @@ def email_cancel(email_id: int) -> Response:
 
 
 @bp.post("/emails/<int:email_id>/resend", endpoint="email_resend")
-@operator_action
+@role_required("operator")
 def email_resend(email_id: int) -> Response:
     """A new outbox e-mail with the same content, for a failed or a sent one."""
     email = db.get_or_404(Email, email_id)

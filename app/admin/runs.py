@@ -10,7 +10,8 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from app.admin import bp
-from app.admin.schedules import operator_action, when
+from app.admin.display import when
+from app.auth import role_required
 from models import JobRun, RunState
 from scheduler import runs as run_ops
 from scheduler.enqueue import BrokerUnavailable
@@ -119,27 +120,27 @@ def _allowed(item: JobRun) -> dict[str, bool]:
 
 
 @bp.post("/runs/<int:run_id>/rerun")
-@operator_action
+@role_required("operator")
 def run_rerun(run_id: int) -> Response:
     """A new run of the same task and arguments, linked to this one."""
     return _act(run_id, run_ops.rerun)
 
 
 @bp.post("/runs/<int:run_id>/retry")
-@operator_action
+@role_required("operator")
 def run_retry(run_id: int) -> Response:
     """A failed or lost run once more, as a new linked run (once per run)."""
     return _act(run_id, run_ops.retry)
 
 
 @bp.post("/runs/<int:run_id>/cancel")
-@operator_action
+@role_required("operator")
 def run_cancel(run_id: int) -> Response:
     return _act(run_id, run_ops.cancel)
 
 
 @bp.post("/runs/<int:run_id>/stop")
-@operator_action
+@role_required("operator")
 def run_stop(run_id: int) -> Response:
     return _act(run_id, run_ops.stop)
 
@@ -157,7 +158,7 @@ def _act(run_id: int, action: Callable[..., run_ops.ActionResult]) -> Response:
 
 
 @bp.post("/runs/bulk")
-@operator_action
+@role_required("operator")
 def runs_bulk() -> Response:
     """An action on the ticked runs (`ids`), or with `scope=filter` on the runs matching
     the filter fields sent along (as many as scheduler.runs.bulk_limit allows)."""

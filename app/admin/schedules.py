@@ -3,16 +3,16 @@ preview of the fire times, and the operator's actions (enable/disable, run now, 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from functools import wraps
+from datetime import datetime
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from flask import Response, current_app, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, select, true
 from sqlalchemy.exc import IntegrityError
 
-from app import charts, csrf
+from app import charts
+from app.admin.display import when
 from app.admin import bp
 from app.auth import role_required
 from models import JobRun, Schedule, db
@@ -36,38 +36,6 @@ PREVIEW_KEYS = ("every", "cron", "tz", "at", "start_at", "end_at")
 _BLANK = SimpleNamespace(**dict.fromkeys(schedules.DEFINITION_FIELDS))
 _FORM_FIELDS = ("name", "task", "kind", "every", "cron", "tz", "at", "args", "kwargs", "queue",
                 "start_at", "end_at", "overlap", "misfire", "grace")
-
-
-def operator_action(view: Callable) -> Callable:
-    """An operator's action: sign-in first (anonymous users go to /login), then the role
-    (403), then the CSRF token of a POST (400).
-
-    Flask-WTF checks tokens in an app-wide before_request, which runs before the admin
-    blueprint's sign-in check and would answer an anonymous POST with 400 instead of sending
-    it to /login (tests/test_auth.py); so these views skip that early check and make the very
-    same check themselves, right after the role.
-    """
-
-    @wraps(view)
-    @role_required("operator")
-    def checked(*args, **kwargs):
-        csrf.protect()  # only POST, PUT, PATCH, DELETE are checked (WTF_CSRF_METHODS)
-        return view(*args, **kwargs)
-
-    return csrf.exempt(checked)
-
-
-def when(dt: datetime | None, tz: str | None = None) -> str:
-    """A moment for people, in UTC; in `tz` first when that is another zone."""
-    if dt is None:
-        return "—"
-    text = f"{dt.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-    if tz and tz != "UTC":
-        try:
-            return f"{dt.astimezone(slots.zone(tz)):%Y-%m-%d %H:%M:%S} {tz} ({text})"
-        except ScheduleError:
-            pass
-    return text
 
 
 def _plan(schedule: Schedule | Mapping[str, Any]) -> tuple[str, list[datetime], str | None]:
@@ -213,7 +181,7 @@ def _refuse_code(schedule: Schedule) -> Response:
 
 
 @bp.route("/schedules/new", methods=["GET", "POST"], endpoint="schedule_new")
-@operator_action
+@role_required("operator")
 def schedule_new():
     if request.method == "GET":
         return _render_form(_blank_form())
@@ -233,7 +201,7 @@ def schedule_new():
 
 @bp.route("/schedules/<int:schedule_id>/edit", methods=["GET", "POST"],
           endpoint="schedule_edit")
-@operator_action
+@role_required("operator")
 def schedule_edit(schedule_id: int):
     schedule = _get_schedule(schedule_id)
     if schedule.source == "code":
@@ -274,7 +242,7 @@ def schedule_preview() -> Response:
 # --- actions ---------------------------------------------------------------------------------
 
 @bp.post("/schedules/<int:schedule_id>/toggle", endpoint="schedule_toggle")
-@operator_action
+@role_required("operator")
 def schedule_toggle(schedule_id: int) -> Response:
     """Set enabled to the submitted value (not a flip: a second submit changes nothing)."""
     schedule = _get_schedule(schedule_id)
@@ -285,7 +253,7 @@ def schedule_toggle(schedule_id: int) -> Response:
 
 
 @bp.post("/schedules/<int:schedule_id>/run", endpoint="schedule_run")
-@operator_action
+@role_required("operator")
 def schedule_run(schedule_id: int) -> Response:
     schedule = _get_schedule(schedule_id)
     try:
@@ -300,7 +268,7 @@ def schedule_run(schedule_id: int) -> Response:
 
 
 @bp.post("/schedules/<int:schedule_id>/delete", endpoint="schedule_delete")
-@operator_action
+@role_required("operator")
 def schedule_delete(schedule_id: int) -> Response:
     schedule = _get_schedule(schedule_id)
     if schedule.source == "code":
