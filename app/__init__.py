@@ -25,7 +25,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.load(test_config))
 
-    from app import admin, auth, demo, emails_cli, mailbox, schedules_cli, security
+    from app import (admin, api, auth, demo, emails_cli, health, jobs_cli, mailbox,
+                     schedules_cli, security)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
@@ -37,8 +38,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     app.register_blueprint(demo.bp)
     admin.init_app(app)
+    api.init_app(app)
     if app.config["MAIL_CAPTURE_DIR"]:
         app.register_blueprint(mailbox.bp)
     schedules_cli.init_app(app)
     emails_cli.init_app(app)
+    health.init_app(app)
+    jobs_cli.init_app(app)
     return app

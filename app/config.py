@@ -54,6 +54,9 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
         "worker_prefetch_multiplier": 1,
+        # Task events, so `celery events`, `celery inspect` and Flower see our tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
     }
 
 
@@ -115,6 +118,14 @@ class Config:
     PROGRESS_MIN_INTERVAL_S: float = _env_float("PROGRESS_MIN_INTERVAL_S", 0.5)
     #: Where the embedded PostgreSQL and Redis keep their data.
     EMBEDDED_PATH: str = os.environ.get("EMBEDDED_PATH") or str(DEFAULT_ROOT)
+
+    #: Bearer token /metrics requires when set; unset, /metrics is open (keep it off the
+    #: public network then).
+    METRICS_TOKEN: str | None = os.environ.get("METRICS_TOKEN") or None
+    #: /readyz fails when the beat leader's last heartbeat is older than this.
+    READY_BEAT_MAX_AGE_S: float = _env_float("READY_BEAT_MAX_AGE_S", 10.0)
+    #: `flask jobs prune` removes finished runs older than this many days by default.
+    RUN_RETENTION_DAYS: int = _env_int("RUN_RETENTION_DAYS", 30)
 
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {
         "pool_pre_ping": True,

@@ -1,7 +1,7 @@
 """Security headers, cookie flags, and error pages that never show a traceback."""
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -21,7 +21,10 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
-def _error(code: int, name: str, message: str):
+def _error(code: int, name: str, message: str, exc: Exception | None = None):
+    api_error = current_app.extensions.get("api_error")
+    if api_error is not None and exc is not None and request.path.startswith("/api/"):
+        return api_error(exc)  # the API's own shape: {"code", "message"}
     if wants_json():
         return jsonify(error=name, message=message), code
     return render_template("admin/error.html", code=code, title=name.replace("_", " "),
@@ -50,7 +53,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return _error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"),
-                      exc.description or "")
+                      exc.description or "", exc)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

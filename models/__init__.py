@@ -4,7 +4,8 @@ from models.email import Email, FailureAlert
 from models.job import JobEvent, JobRun
 from models.schedule import BeatHeartbeat, Schedule
 from models.states import FINAL_STATES, RunState
+from models.token import ApiToken
 from models.user import ROLES, User
 
 __all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
-           "User", "ROLES"]
+           "User", "ROLES", "ApiToken"]

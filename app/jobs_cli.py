@@ -1,0 +1,208 @@
+"""`flask --app app jobs list|show|run|cancel|rerun|prune`: job runs from the shell.
+
+The actions are those of the admin pages and the API (scheduler.runs); runs started here have
+the trigger `cli`.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import text
+
+from app.cli_output import echo_rows
+from models import FINAL_STATES, JobRun, RunState, db
+from scheduler import runs
+from scheduler.enqueue import BrokerUnavailable, UnknownTask, enqueue
+
+group = AppGroup("jobs", help="List, show, start, cancel, re-run and prune job runs.")
+
+#: Who acts, in the reasons of cancels.
+BY = "cli"
+#: Runs one prune statement deletes at most (each batch is its own short transaction).
+PRUNE_BATCH = 5_000
+#: Runs of each schedule a prune always keeps, the newest.
+KEEP_PER_SCHEDULE = 100
+
+_FINAL = [s.value for s in RunState if s in FINAL_STATES]
+_STATE_CHOICE = click.Choice([s.value for s in RunState])
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _load(run_id: int) -> JobRun:
+    run = runs.get_run(run_id)
+    if run is None:
+        raise click.ClickException(f"no run {run_id}")
+    return run
+
+
+def _json_arg(value: str | None, name: str, kind: type) -> Any:
+    if value is None:
+        return kind()
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=name) from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"must be a JSON {'array' if kind is list else 'object'}",
+                                 param_hint=name)
+    return parsed
+
+
+@group.command("list")
+@click.option("--state", "states", multiple=True, type=_STATE_CHOICE,
+              help="Only runs in this state (repeatable).")
+@click.option("--task", help="Only runs of this task, e.g. demo.noop.")
+@click.option("--limit", type=click.IntRange(1, runs.MAX_PAGE_SIZE), default=runs.PAGE_SIZE,
+              show_default=True, help="Newest runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_command(states: tuple[str, ...], task: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    page = runs.list_runs(runs.RunFilters(states=tuple(dict.fromkeys(states)), task=task),
+                          limit=limit)
+    rows = [{k: _iso(v) for k, v in r._mapping.items()} for r in page.runs]
+    echo_rows(rows, ("id", "task_name", "state", "trigger", "attempts", "created_at",
+                     "ended_at", "error_type"), as_json)
+
+
+_SHOW_FIELDS = ("id", "task_id", "task_name", "state", "trigger", "queue", "args", "kwargs",
+                "attempts", "worker_host", "worker_pid", "eta", "created_at", "started_at",
+                "succeeded_at", "failed_at", "revoked_at", "lost_at", "skipped_at",
+                "schedule_id", "scheduled_for", "rerun_of_id", "progress_current",
+                "progress_total", "progress_message", "result", "error_type", "error_message",
+                "skip_reason", "traceback")
+
+
+@group.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def show_command(run_id: int, as_json: bool) -> None:
+    """Show one run: its fields and its events (every attempt)."""
+    run = _load(run_id)
+    fields = {f: _iso(getattr(run, f)) for f in _SHOW_FIELDS}
+    events = [{"at": _iso(e.at), "state": e.state, "attempt": e.attempt, "message": e.message}
+              for e in run.events]
+    if as_json:
+        click.echo(json.dumps({**fields, "events": events}, indent=2, default=str))
+        return
+    shown = [{"field": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else v}
+             for k, v in fields.items() if v is not None and k != "traceback"]
+    echo_rows(shown, ("field", "value"), as_json=False)
+    click.echo("")
+    echo_rows(events, ("at", "state", "attempt", "message"), as_json=False)
+    if run.traceback:
+        click.echo("")
+        click.echo(run.traceback.rstrip())
+
+
+@group.command("run")
+@click.argument("task")
+@click.option("--args", "args_json", help="Positional arguments as a JSON array.")
+@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("--countdown", type=click.FloatRange(min=0), help="Start in this many seconds.")
+def run_command(task: str, args_json: str | None, kwargs_json: str | None,
+                countdown: float | None) -> None:
+    """Start a registered task (trigger `cli`); print the new run's id and task id."""
+    args = _json_arg(args_json, "--args", list)
+    kwargs = _json_arg(kwargs_json, "--kwargs", dict)
+    celery_app = current_app.extensions["celery"]
+    if task not in celery_app.tasks or task.startswith("celery."):
+        known = sorted(n for n in celery_app.tasks if not n.startswith("celery."))
+        raise click.ClickException(f"unknown task {task!r}; registered: {', '.join(known)}")
+    try:
+        task_id = enqueue(task, args, kwargs, trigger="cli", countdown=countdown or None)
+    except UnknownTask:
+        raise click.ClickException(f"unknown task {task!r}") from None
+    except BrokerUnavailable as exc:
+        raise click.ClickException(f"the task queue is not reachable: {exc}") from None
+    run = db.session.query(JobRun).filter_by(task_id=task_id).one()
+    click.echo(f"{run.id} {task_id} {run.state}")
+
+
+@group.command("cancel")
+@click.argument("run_id", type=int)
+def cancel_command(run_id: int) -> None:
+    """Cancel a run not started yet (scheduled, queued or waiting to retry)."""
+    try:
+        result = runs.cancel(_load(run_id), by=BY)
+    except runs.RunActionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.message)
+
+
+@group.command("rerun")
+@click.argument("run_id", type=int)
+def rerun_command(run_id: int) -> None:
+    """Start a finished run again as a new run (same task, arguments and queue)."""
+    try:
+        result = runs.rerun(_load(run_id), by=BY)
+    except runs.RunActionError as exc:
+        raise click.ClickException(str(exc)) from None
+    except BrokerUnavailable as exc:
+        raise click.ClickException(f"the task queue is not reachable: {exc}") from None
+    click.echo(result.message)
+
+
+#: One batch of prunable runs: finished, created and last changed before the cutoff, not the
+#: last failure of its task, not among the newest KEEP_PER_SCHEDULE runs of its schedule.
+#: The keep sets are recomputed per statement, so runs arriving meanwhile are respected.
+_PRUNE_SQL = text(f"""
+    WITH last_failures AS (
+        SELECT max(id) AS id FROM job_runs WHERE state = 'failed' GROUP BY task_name
+    ), schedule_floors AS (
+        SELECT s.id AS schedule_id,
+               (SELECT r.id FROM job_runs r WHERE r.schedule_id = s.id
+                ORDER BY r.id DESC OFFSET {KEEP_PER_SCHEDULE - 1} LIMIT 1) AS floor_id
+        FROM schedules s
+    ), victims AS (
+        SELECT r.id FROM job_runs r
+        LEFT JOIN schedule_floors f ON f.schedule_id = r.schedule_id
+        WHERE r.created_at < :cutoff AND r.updated_at < :cutoff AND r.state = ANY(:final)
+          AND (r.schedule_id IS NULL OR r.id < f.floor_id)
+          AND r.id NOT IN (SELECT id FROM last_failures)
+        ORDER BY r.id
+        LIMIT :batch
+    )
+    DELETE FROM job_runs WHERE id IN (SELECT id FROM victims)
+""")
+
+
+def prune(days: float, batch: int = PRUNE_BATCH) -> int:
+    """Delete finished runs older than `days` (their events go with them), batch by batch,
+    each in its own transaction; return how many."""
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    deleted = 0
+    while True:
+        with db.engine.begin() as conn:
+            n = conn.execute(_PRUNE_SQL, {"cutoff": cutoff, "final": _FINAL,
+                                          "batch": batch}).rowcount
+        deleted += n
+        if n < batch:
+            return deleted
+
+
+@group.command("prune")
+@click.option("--days", type=click.IntRange(min=1),
+              help="Delete finished runs older than this many days "
+                   "[default: RUN_RETENTION_DAYS, 30].")
+def prune_command(days: int | None) -> None:
+    """Delete finished runs older than N days, in batches; keeps the last failure of each task
+    and the newest 100 runs of each schedule."""
+    if days is None:
+        days = int(current_app.config["RUN_RETENTION_DAYS"])
+        if days < 1:
+            raise click.ClickException("RUN_RETENTION_DAYS must be at least 1")
+    db.session.rollback()  # no transaction of ours holds locks during the deletes
+    n = prune(days)
+    click.echo(f"deleted {n} run{'s' if n != 1 else ''} older than {days} days")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(group)

@@ -1,0 +1,141 @@
+"""`flask --app app jobs list|show|run|cancel|rerun|prune`."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app import jobs_cli
+from tests.conftest import wait_for_state
+
+
+@pytest.fixture
+def cli(app, services):
+    runner = app.test_cli_runner()
+    return lambda *args: runner.invoke(args=["jobs", *args], catch_exceptions=False)
+
+
+def run_count(services) -> int:
+    engine = create_engine(services.database_url)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM job_runs")).scalar()
+    engine.dispose()
+    return n
+
+
+def test_run_list_show_cancel_rerun(app, cli, services):
+    out = cli("run", "demo.noop", "--args", "[1, 2]", "--kwargs", '{"x": "y"}',
+              "--countdown", "600")
+    assert out.exit_code == 0, out.output
+    run_id, task_id, state = out.output.split()
+    assert state == "scheduled"
+    other = cli("run", "demo.noop", "--countdown", "600").output.split()[0]
+
+    rows = json.loads(cli("list", "--json", "--task", "demo.noop").output)
+    assert [r["id"] for r in rows] == [int(other), int(run_id)]
+    assert rows[1]["trigger"] == "cli" and rows[1]["state"] == "scheduled"
+    assert json.loads(cli("list", "--json", "--limit", "1").output)[0]["id"] == int(other)
+    assert json.loads(cli("list", "--json", "--state", "succeeded").output) == []
+    table = cli("list", "--state", "scheduled").output.splitlines()
+    assert table[0].split()[:3] == ["ID", "TASK_NAME", "STATE"] and len(table) == 3
+
+    shown = json.loads(cli("show", run_id, "--json").output)
+    assert shown["task_id"] == task_id and shown["args"] == [1, 2]
+    assert shown["kwargs"] == {"x": "y"} and shown["trigger"] == "cli"
+    assert [e["state"] for e in shown["events"]] == ["scheduled"]
+    text_out = cli("show", run_id).output
+    assert task_id in text_out and "AT" in text_out and "scheduled" in text_out
+
+    out = cli("cancel", run_id)
+    assert out.exit_code == 0 and f"Run {run_id} cancelled." in out.output
+    out = cli("cancel", run_id)
+    assert out.exit_code != 0 and "only scheduled, queued or retrying" in out.output
+    assert [e["state"] for e in json.loads(cli("show", run_id, "--json").output)["events"]] \
+        == ["scheduled", "revoked"]
+
+    out = cli("rerun", run_id)
+    assert out.exit_code == 0, out.output
+    new_id = out.output.split()[-1].rstrip(".")
+    rerun = json.loads(cli("show", new_id, "--json").output)
+    assert rerun["rerun_of_id"] == int(run_id) and rerun["args"] == [1, 2]
+    out = cli("rerun", other)  # still scheduled: not finished
+    assert out.exit_code != 0 and "only finished runs" in out.output
+    cli("cancel", other)
+
+
+def test_run_reaches_the_worker(app, cli, worker):
+    out = cli("run", "demo.noop", "--args", '["hi"]')
+    assert out.exit_code == 0, out.output
+    run = wait_for_state(app, out.output.split()[1], "succeeded")
+    assert run.result == {"args": ["hi"], "kwargs": {}} and run.trigger == "cli"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "no.such.task"], "unknown task 'no.such.task'"),
+    (["run", "celery.ping"], "unknown task"),
+    (["run", "demo.noop", "--args", "[1,"], "not valid JSON"),
+    (["run", "demo.noop", "--args", '{"a": 1}'], "must be a JSON array"),
+    (["run", "demo.noop", "--kwargs", "[1]"], "must be a JSON object"),
+    (["run", "demo.noop", "--countdown", "-5"], "--countdown"),
+    (["show", "999999"], "no run 999999"),
+    (["show", "abc"], "is not a valid integer"),
+    (["cancel", "999999"], "no run 999999"),
+    (["rerun", "999999"], "no run 999999"),
+    (["list", "--state", "bogus"], "'bogus' is not one of"),
+    (["list", "--limit", "0"], "--limit"),
+    (["prune", "--days", "0"], "--days"),
+])
+def test_bad_input_changes_nothing(cli, services, args, message):
+    out = cli(*args)
+    assert out.exit_code != 0 and message in out.output, out.output
+    assert run_count(services) == 0
+
+
+def insert(conn, task: str, state: str, age_days: float, schedule_id: int | None = None) -> int:
+    created = datetime.now(timezone.utc) - timedelta(days=age_days)
+    return conn.execute(text(
+        "INSERT INTO job_runs (task_id, task_name, state, created_at, updated_at, schedule_id) "
+        "VALUES (:tid, :task, :state, :t, :t, :sid) RETURNING id"),
+        {"tid": str(uuid.uuid4()), "task": task, "state": state, "t": created,
+         "sid": schedule_id}).scalar()
+
+
+def test_prune_keeps_recent_unfinished_last_failures_and_schedule_tail(app, cli, services):
+    from scheduler import schedules
+
+    with app.app_context():
+        schedule_id = schedules.create("prune-me", {"task": "demo.noop", "every": "1h"}).id
+    engine = create_engine(services.database_url)
+    with engine.begin() as conn:
+        gone = [insert(conn, "t.a", "succeeded", 40) for _ in range(3)]
+        gone.append(insert(conn, "t.a", "failed", 45))        # not the last failure of t.a
+        last_failure = insert(conn, "t.a", "failed", 41)      # kept: the last failure
+        gone.append(insert(conn, "t.b", "failed", 40))        # t.b failed again later
+        recent_failure = insert(conn, "t.b", "failed", 1)
+        unfinished = insert(conn, "t.a", "queued", 60)        # never pruned: not finished
+        recent = insert(conn, "t.a", "succeeded", 5)
+        sched = [insert(conn, "demo.noop", "succeeded", 50 - i * 0.01, schedule_id)
+                 for i in range(103)]
+        gone += sched[:3]                                     # the newest 100 stay
+        conn.execute(text("INSERT INTO job_events (run_id, state) VALUES (:id, 'succeeded')"),
+                     {"id": gone[0]})
+
+    with app.app_context():
+        assert jobs_cli.prune(30, batch=2) == len(gone)       # several batches
+        assert jobs_cli.prune(30, batch=2) == 0
+    with engine.connect() as conn:
+        left = set(conn.execute(text("SELECT id FROM job_runs")).scalars())
+        assert conn.execute(text("SELECT count(*) FROM job_events WHERE run_id = :id"),
+                            {"id": gone[0]}).scalar() == 0
+    assert left.isdisjoint(gone)
+    assert {last_failure, recent_failure, unfinished, recent} <= left
+    assert set(sched[3:]) <= left
+
+    out = cli("prune", "--days", "3")                         # the 5-day-old success goes
+    assert out.exit_code == 0 and out.output.strip() == "deleted 1 run older than 3 days"
+    out = cli("prune")                                        # RUN_RETENTION_DAYS = 30
+    assert out.exit_code == 0 and "deleted 0 runs older than 30 days" in out.output
+    engine.dispose()
