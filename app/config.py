@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import secrets
+import time
+from pathlib import Path
 from typing import Any
 
 from app.embedded import DEFAULT_ROOT, running_urls
@@ -22,6 +25,27 @@ def _env_float(name: str, default: float) -> float:
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else default
+
+
+def _local_secret_key(folder: Path) -> str:
+    """A random key made once per machine and shared by its processes (never a constant that
+    anyone could read in the source and use to forge sessions)."""
+    path = folder / "secret_key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+    for _ in range(50):  # the other process may still be writing it
+        key = path.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.01)
+    raise RuntimeError(f"empty secret key file {path}")
 
 
 def celery_settings(broker_url: str | None) -> dict[str, Any]:
@@ -67,7 +91,8 @@ class Config:
     DATABASE_URL: str | None = os.environ.get("DATABASE_URL") or None
     #: Redis URL for the broker; None means "start the embedded server under instance/".
     REDIS_URL: str | None = os.environ.get("REDIS_URL") or None
-    SECRET_KEY: str = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    #: Signs sessions and CSRF tokens; when unset, a random key kept in the instance folder.
+    SECRET_KEY: str | None = os.environ.get("SECRET_KEY") or None
     PORT: int = _env_int("PORT", 5000)
     #: Cookies scripts cannot read and other sites do not send; Secure behind HTTPS.
     SESSION_COOKIE_HTTPONLY: bool = True
@@ -151,6 +176,8 @@ def load(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
             "REDIS_URL is not set. Start the service with ./run (it starts an embedded "
             "Redis) or set REDIS_URL=redis://..."
         )
+    if not settings.get("SECRET_KEY"):
+        settings["SECRET_KEY"] = _local_secret_key(Path(settings["EMBEDDED_PATH"]))
     settings["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"]
     celery = celery_settings(settings["REDIS_URL"])
     celery.update(settings.get("CELERY") or {})
