@@ -19,6 +19,13 @@ SCHEDULES = [
         "enabled": False,
     },
     {
+        # Runs whose worker died (even by kill -9) become `lost` instead of running for ever.
+        "name": "lost-run-sweep",
+        "task": "runs.sweep",
+        "every": "1m",
+        "overlap": "skip",
+    },
+    {
         # E-mails left in `sending` by a worker that died are flagged for review, not resent.
         "name": "mail-sweep",
         "task": "mail.sweep",

@@ -123,6 +123,8 @@ class Config:
     MAIL_RETRY_MAX_S: float = _env_float("MAIL_RETRY_MAX_S", 300.0)
     #: An e-mail `sending` for longer than this is flagged for review by the sweep.
     MAIL_SENDING_STUCK_S: float = _env_float("MAIL_SENDING_STUCK_S", 600.0)
+    #: A run `running` this long that no worker reports as active is marked lost by the sweep.
+    LOST_AFTER_S: float = _env_float("LOST_AFTER_S", 60.0)
     #: Where ./run's local SMTP capture server writes messages (development only).
     MAIL_CAPTURE_DIR: str | None = os.environ.get("MAIL_CAPTURE_DIR") or None
     #: Delay of the demo's "Send in 1 minute" button.

@@ -188,6 +188,19 @@ def prune(days: float, batch: int = PRUNE_BATCH) -> int:
             return deleted
 
 
+@group.command("sweep")
+@click.option("--older-than", "older_than_s", type=float, default=None,
+              help="Seconds a run must have been running (default LOST_AFTER_S).")
+def sweep_command(older_than_s: float | None) -> None:
+    """Mark lost the running runs that no worker runs any more."""
+    from scheduler.sweep import sweep_lost_runs
+
+    if older_than_s is None:
+        older_than_s = current_app.config["LOST_AFTER_S"]
+    lost = sweep_lost_runs(current_app.extensions["celery"], older_than_s)
+    click.echo(f"marked {len(lost)} run(s) lost" + (f": {', '.join(map(str, lost))}" if lost else ""))
+
+
 @group.command("prune")
 @click.option("--days", type=click.IntRange(min=1),
               help="Delete finished runs older than this many days "

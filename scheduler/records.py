@@ -19,9 +19,15 @@ from models.states import FINAL_STATES, STATE_TIMESTAMP, RunState
 PREVIEW_CHARS = 4096
 
 _FINAL_LIST = ", ".join(f"'{s.value}'" for s in FINAL_STATES)
+# `lost` is the sweep's inference; when the worker reports after all, its word wins.
+_FINAL_BUT_LOST = ", ".join(f"'{s.value}'" for s in FINAL_STATES if s is not RunState.LOST)
 _NOT_REDOABLE = ", ".join(
     f"'{s.value}'" for s in (RunState.SUCCEEDED, RunState.FAILED, RunState.REVOKED, RunState.SKIPPED)
 )
+
+
+#: Transitions a worker writes about its own run.
+_WORKER_REPORTS = (RunState.SUCCEEDED, RunState.FAILED, RunState.RETRYING)
 
 
 def utcnow() -> datetime:
@@ -174,7 +180,8 @@ def _transition(
     ts = STATE_TIMESTAMP[state]
     assignments = {"state": ":state", ts: ":now", "updated_at": ":now", **(sets or {})}
     set_sql = ", ".join(f"{col} = {expr}" for col, expr in assignments.items())
-    guard = f"AND state NOT IN ({_FINAL_LIST})" if only_if_not_final else ""
+    final = _FINAL_BUT_LOST if state in _WORKER_REPORTS else _FINAL_LIST
+    guard = f"AND state NOT IN ({final})" if only_if_not_final else ""
     row = _execute(
         f"""
         WITH r AS (
@@ -254,6 +261,11 @@ def released(run_ids: list[int], conn: Connection) -> None:
     """Scheduled runs handed to the broker by the dispatcher."""
     _transition("id = ANY(:ids)", RunState.QUEUED, "released by the dispatcher", conn=conn,
                 ids=run_ids)
+
+
+def lost(run_id: int, reason: str) -> int | None:
+    """A running run whose worker is gone (the sweep's finding)."""
+    return _transition("id = :id AND state = 'running'", RunState.LOST, reason, id=run_id)
 
 
 def revoke(task_id: str, reason: str,

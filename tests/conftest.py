@@ -203,11 +203,13 @@ class CeleryProcess:
     """A real `celery -A worker worker|beat` subprocess with the test services' URLs."""
 
     def __init__(self, services: Services, log_path: Path, kind: str = "worker",
-                 name: str = "test", smtp: SmtpSink | None = None, **env: str):
+                 name: str = "test", smtp: SmtpSink | None = None,
+                 queues: str | None = None, **env: str):
         self.services = services
         self.log_path = log_path
         self.kind = kind
         self.name = name
+        self.queues = queues
         self.env = dict(
             os.environ,
             DATABASE_URL=services.database_url,
@@ -225,7 +227,8 @@ class CeleryProcess:
         if self.kind == "beat":
             return base
         return base + ["--concurrency", "2", "--pool", "prefork", "--hostname",
-                       f"{self.name}@%h", "--without-gossip", "--without-mingle"]
+                       f"{self.name}@%h", "--without-gossip", "--without-mingle"] + (
+                           ["--queues", self.queues] if self.queues else [])
 
     def start(self, celery_app=None) -> "CeleryProcess":
         log = open(self.log_path, "ab")
