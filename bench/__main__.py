@@ -11,11 +11,12 @@ import sys
 import time
 import traceback
 
-from bench import beat, history, mail
+from bench import beat, history, mail, throughput
 from bench.harness import Harness, say
 
 #: Every benchmark, in the order a full run takes them.
-BENCHMARKS = {**beat.BENCHMARKS, **mail.BENCHMARKS, **history.BENCHMARKS}
+BENCHMARKS = {**beat.BENCHMARKS, **mail.BENCHMARKS, **history.BENCHMARKS,
+              **throughput.BENCHMARKS}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -172,10 +172,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 class CeleryProcess:
-    """`celery -A worker worker|beat` in its own process group, output to a log file."""
+    """`celery -A worker worker|beat` in its own process group, output to a log file.
 
-    def __init__(self, kind: str, env: dict[str, str], log_path: Path, name: str = "bench"):
+    `app` is the module given to `-A` (bench.plain_worker for the plain Celery baselines)."""
+
+    def __init__(self, kind: str, env: dict[str, str], log_path: Path, name: str = "bench",
+                 app: str = "worker"):
         self.kind = kind
+        self.app = app
         self.env = env
         self.log_path = log_path
         self.name = name
@@ -186,7 +190,7 @@ class CeleryProcess:
         return f"{self.name}@{socket.gethostname()}"
 
     def argv(self) -> list[str]:
-        base = [str(BIN / "celery"), "-A", "worker", self.kind, "--loglevel", "INFO"]
+        base = [str(BIN / "celery"), "-A", self.app, self.kind, "--loglevel", "INFO"]
         if self.kind == "beat":
             return base
         return base + ["--pool", "prefork", "--concurrency", "2", "--hostname", self.nodename,
