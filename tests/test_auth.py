@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.conftest import PASSWORD, csrf_token, make_user, sign_in
 
 
