@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 
 from celery.utils import uuid
 from kombu import Connection, Exchange, Producer
@@ -27,9 +28,11 @@ def test_a_pickle_message_is_rejected_and_nothing_in_it_runs(app, worker, servic
                "parent_id": None, "group": None, "retries": 0, "eta": None, "expires": None,
                "argsrepr": "(...)", "kwargsrepr": "{}", "origin": "attacker"}
     with Connection(services.redis_url) as conn:
-        Producer(conn).publish(body, exchange=Exchange("celery", type="direct"),
-                               routing_key="celery", serializer="pickle", headers=headers,
-                               declare=[])
+        # The attacker's own bytes, labelled as pickle: nothing of ours serializes them.
+        Producer(conn).publish(pickle.dumps(body), exchange=Exchange("celery", type="direct"),
+                               routing_key="celery", headers=headers, declare=[],
+                               content_type="application/x-python-serialize",
+                               content_encoding="binary")
     # A JSON run published after it proves the worker has consumed the pickle one by then.
     with app.app_context():
         after = enqueue("demo.noop", ["after"], trigger="web")

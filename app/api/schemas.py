@@ -117,7 +117,9 @@ class RunListArgs(ma.Schema):
     limit = fields.Integer(validate=validate.Range(min=1, max=200))
 
 
-class RunRowSchema(ma.Schema):
+class _RunFieldsSchema(ma.Schema):
+    """The fields a run has in the list and on its own."""
+
     id = fields.Integer(required=True)
     task_id = fields.String(required=True)
     task_name = fields.String(required=True)
@@ -127,11 +129,14 @@ class RunRowSchema(ma.Schema):
     attempts = fields.Integer(required=True)
     created_at = fields.DateTime(required=True)
     started_at = fields.DateTime(allow_none=True)
-    ended_at = fields.DateTime(allow_none=True)
     eta = fields.DateTime(allow_none=True)
     schedule_id = fields.Integer(allow_none=True)
     rerun_of_id = fields.Integer(allow_none=True)
     error_type = fields.String(allow_none=True)
+
+
+class RunRowSchema(_RunFieldsSchema):
+    ended_at = fields.DateTime(allow_none=True)
     progress_current = fields.Integer(allow_none=True)
     progress_total = fields.Integer(allow_none=True)
     args_preview = fields.String(allow_none=True)
@@ -162,31 +167,18 @@ class ProgressSchema(ma.Schema):
     final = fields.Boolean(required=True)
 
 
-class RunSchema(ma.Schema):
-    id = fields.Integer(required=True)
-    task_id = fields.String(required=True)
-    task_name = fields.String(required=True)
-    state = fields.String(required=True, validate=validate.OneOf(STATES))
-    trigger = fields.String(required=True)
-    queue = fields.String(allow_none=True)
+class RunSchema(_RunFieldsSchema):
     args = fields.Raw(allow_none=True)
     kwargs = fields.Raw(allow_none=True)
-    attempts = fields.Integer(required=True)
     worker_host = fields.String(allow_none=True)
     worker_pid = fields.Integer(allow_none=True)
-    eta = fields.DateTime(allow_none=True)
     result = fields.Raw(allow_none=True)
-    error_type = fields.String(allow_none=True)
     error_message = fields.String(allow_none=True)
     traceback = fields.String(allow_none=True)
     skip_reason = fields.String(allow_none=True)
-    schedule_id = fields.Integer(allow_none=True)
     scheduled_for = fields.DateTime(allow_none=True)
-    rerun_of_id = fields.Integer(allow_none=True)
-    created_at = fields.DateTime(required=True)
     updated_at = fields.DateTime(required=True)
     queued_at = fields.DateTime(allow_none=True)
-    started_at = fields.DateTime(allow_none=True)
     succeeded_at = fields.DateTime(allow_none=True)
     failed_at = fields.DateTime(allow_none=True)
     revoked_at = fields.DateTime(allow_none=True)
