@@ -19,24 +19,36 @@ SCHEDULES = [
         "enabled": False,
     },
     {
-        # Runs whose worker died (even by kill -9) become `lost` instead of running for ever.
+        # Runs whose worker died (even by kill -9) become `lost` instead of running for ever,
+        # and queued runs whose message was lost (Redis restarted empty) are published again.
+        # Overlap allowed: a sweep whose own message was lost must not block the next ones
+        # (each pass is idempotent and the recovery takes its own lock).
         "name": "lost-run-sweep",
         "task": "runs.sweep",
         "every": "1m",
-        "overlap": "skip",
+        "overlap": "allow",
     },
     {
         # E-mails left in `sending` by a worker that died are flagged for review, not resent.
         "name": "mail-sweep",
         "task": "mail.sweep",
         "every": "1m",
-        "overlap": "skip",
+        "overlap": "allow",
     },
     {
         # Forget beat processes that have not ticked for a day.
         "name": "prune-beat-heartbeats",
         "task": "beat.prune_heartbeats",
         "cron": "17 3 * * *",
+        "tz": "UTC",
+        "overlap": "skip",
+    },
+    {
+        # Bounded history (issue 7): roll up yesterday, then delete finished runs older than
+        # RUN_RETENTION_DAYS, keeping each task's last failure and each schedule's last 100.
+        "name": "prune-runs",
+        "task": "runs.prune",
+        "cron": "27 3 * * *",
         "tz": "UTC",
         "overlap": "skip",
     },

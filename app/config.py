@@ -78,6 +78,9 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
         "worker_prefetch_multiplier": 1,
+        # Tasks declared safe to repeat (acks_late=True) go back to the queue when their
+        # worker process dies, instead of being acknowledged and lost.
+        "task_reject_on_worker_lost": True,
         # Task events, so `celery events`, `celery inspect` and Flower see our tasks.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -94,6 +97,8 @@ class Config:
     #: Signs sessions and CSRF tokens; when unset, a random key kept in the instance folder.
     SECRET_KEY: str | None = os.environ.get("SECRET_KEY") or None
     PORT: int = _env_int("PORT", 5000)
+    #: Largest request body in bytes; a larger one is answered 413 before it is read (Flask).
+    MAX_CONTENT_LENGTH: int = _env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     #: Cookies scripts cannot read and other sites do not send; Secure behind HTTPS.
     SESSION_COOKIE_HTTPONLY: bool = True
     SESSION_COOKIE_SAMESITE: str = "Lax"
@@ -116,8 +121,13 @@ class Config:
     MAIL_SUPPRESS_SEND: bool = False
     #: Seconds before an SMTP connection or answer is given up.
     MAIL_TIMEOUT_S: float = _env_float("MAIL_TIMEOUT_S", 30.0)
-    #: Delivery attempts of one e-mail before it is marked failed (transient errors only).
-    MAIL_MAX_ATTEMPTS: int = _env_int("MAIL_MAX_ATTEMPTS", 8)
+    #: Transient failures (server unreachable, 4xx answers) are retried until this long after
+    #: the e-mail's due time, then it is marked failed. A deadline, not a count of attempts:
+    #: 8 attempts gave up on an outage of ~10 min (issue 7); MTAs keep mail for days.
+    MAIL_GIVE_UP_AFTER_S: float = _env_float("MAIL_GIVE_UP_AFTER_S", 86400.0)
+    #: Celery queue of the e-mail runs (None: Celery's default), so that only workers that can
+    #: reach the SMTP server (`celery worker -Q mail`) send mail. Stored on each run row.
+    MAIL_QUEUE: str | None = os.environ.get("MAIL_QUEUE") or None
     #: Backoff after a transient failure: base * 2 ** (attempt - 1), at most max.
     MAIL_RETRY_BASE_S: float = _env_float("MAIL_RETRY_BASE_S", 5.0)
     MAIL_RETRY_MAX_S: float = _env_float("MAIL_RETRY_MAX_S", 300.0)
@@ -125,6 +135,12 @@ class Config:
     MAIL_SENDING_STUCK_S: float = _env_float("MAIL_SENDING_STUCK_S", 600.0)
     #: A run `running` this long that no worker reports as active is marked lost by the sweep.
     LOST_AFTER_S: float = _env_float("LOST_AFTER_S", 60.0)
+    #: A run `queued` this long whose message is in no queue and on no worker is published
+    #: again by the sweep (issue 7: a Redis restart without saving, a worker killed holding
+    #: prefetched messages). Keep it above the longest publish (broker timeouts and retry).
+    REQUEUE_AFTER_S: float = _env_float("REQUEUE_AFTER_S", 60.0)
+    #: The same, for runs queued before Redis was seen to lose its data (checked sooner).
+    REQUEUE_AFTER_LOSS_S: float = _env_float("REQUEUE_AFTER_LOSS_S", 30.0)
     #: Where ./run's local SMTP capture server writes messages (development only).
     MAIL_CAPTURE_DIR: str | None = os.environ.get("MAIL_CAPTURE_DIR") or None
     #: Delay of the demo's "Send in 1 minute" button.
@@ -143,6 +159,14 @@ class Config:
     RESULT_MAX_BYTES: int = _env_int("RESULT_MAX_BYTES", 64 * 1024)
     #: Minimum seconds between two progress writes of one run.
     PROGRESS_MIN_INTERVAL_S: float = _env_float("PROGRESS_MIN_INTERVAL_S", 0.5)
+    #: A worker process writes the run records it buffered at least this often (seconds).
+    RECORD_FLUSH_S: float = _env_float("RECORD_FLUSH_S", 0.05)
+    #: Run records a worker process buffers while PostgreSQL is down before runs wait.
+    RECORD_MAX_PENDING: int = _env_int("RECORD_MAX_PENDING", 50000)
+    #: Longest pause between two tries to write buffered records during an outage.
+    RECORD_RETRY_MAX_S: float = _env_float("RECORD_RETRY_MAX_S", 15.0)
+    #: How long an exiting worker process tries to write what it buffered.
+    RECORD_SHUTDOWN_WAIT_S: float = _env_float("RECORD_SHUTDOWN_WAIT_S", 10.0)
     #: Where the embedded PostgreSQL and Redis keep their data.
     EMBEDDED_PATH: str = os.environ.get("EMBEDDED_PATH") or str(DEFAULT_ROOT)
 

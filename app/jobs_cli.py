@@ -1,4 +1,4 @@
-"""`flask --app app jobs list|show|run|cancel|rerun|prune`: job runs from the shell.
+"""`flask --app app jobs list|show|run|cancel|rerun|sweep|prune|rollup`: runs from the shell.
 
 The actions are those of the admin pages and the API (scheduler.runs); runs started here have
 the trigger `cli`.
@@ -6,29 +6,21 @@ the trigger `cli`.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import text
 
 from app.cli_output import echo_rows
-from models import FINAL_STATES, JobRun, RunState, db
-from scheduler import runs
+from models import JobRun, RunState, db
+from scheduler import retention, runs
 from scheduler.enqueue import BrokerUnavailable, UnknownTask, enqueue
 
-group = AppGroup("jobs", help="List, show, start, cancel, re-run and prune job runs.")
+group = AppGroup("jobs", help="List, show, start, cancel, re-run, sweep, prune and roll up runs.")
 
 #: Who acts, in the reasons of cancels.
 BY = "cli"
-#: Runs one prune statement deletes at most (each batch is its own short transaction).
-PRUNE_BATCH = 5_000
-#: Runs of each schedule a prune always keeps, the newest.
-KEEP_PER_SCHEDULE = 100
-
-_FINAL = [s.value for s in RunState if s in FINAL_STATES]
 _STATE_CHOICE = click.Choice([s.value for s in RunState])
 
 
@@ -150,55 +142,32 @@ def rerun_command(run_id: int) -> None:
     click.echo(result.message)
 
 
-#: One batch of prunable runs: finished, created and last changed before the cutoff, not the
-#: last failure of its task, not among the newest KEEP_PER_SCHEDULE runs of its schedule.
-#: The keep sets are recomputed per statement, so runs arriving meanwhile are respected.
-_PRUNE_SQL = text(f"""
-    WITH last_failures AS (
-        SELECT max(id) AS id FROM job_runs WHERE state = 'failed' GROUP BY task_name
-    ), schedule_floors AS (
-        SELECT s.id AS schedule_id,
-               (SELECT r.id FROM job_runs r WHERE r.schedule_id = s.id
-                ORDER BY r.id DESC OFFSET {KEEP_PER_SCHEDULE - 1} LIMIT 1) AS floor_id
-        FROM schedules s
-    ), victims AS (
-        SELECT r.id FROM job_runs r
-        LEFT JOIN schedule_floors f ON f.schedule_id = r.schedule_id
-        WHERE r.created_at < :cutoff AND r.updated_at < :cutoff AND r.state = ANY(:final)
-          AND (r.schedule_id IS NULL OR r.id < f.floor_id)
-          AND r.id NOT IN (SELECT id FROM last_failures)
-        ORDER BY r.id
-        LIMIT :batch
-    )
-    DELETE FROM job_runs WHERE id IN (SELECT id FROM victims)
-""")
-
-
-def prune(days: float, batch: int = PRUNE_BATCH) -> int:
-    """Delete finished runs older than `days` (their events go with them), batch by batch,
-    each in its own transaction; return how many."""
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
-    deleted = 0
-    while True:
-        with db.engine.begin() as conn:
-            n = conn.execute(_PRUNE_SQL, {"cutoff": cutoff, "final": _FINAL,
-                                          "batch": batch}).rowcount
-        deleted += n
-        if n < batch:
-            return deleted
-
-
 @group.command("sweep")
 @click.option("--older-than", "older_than_s", type=float, default=None,
               help="Seconds a run must have been running (default LOST_AFTER_S).")
-def sweep_command(older_than_s: float | None) -> None:
-    """Mark lost the running runs that no worker runs any more."""
+@click.option("--requeue-after", "requeue_after_s", type=float, default=None,
+              help="Seconds a run must have been queued before its message is looked for "
+                   "(default REQUEUE_AFTER_S).")
+def sweep_command(older_than_s: float | None, requeue_after_s: float | None) -> None:
+    """Mark lost the running runs that no worker runs any more; publish again the queued
+    runs whose message is in no queue and on no worker."""
+    from scheduler.recovery import requeue_lost_messages
     from scheduler.sweep import sweep_lost_runs
 
+    config = current_app.config
     if older_than_s is None:
-        older_than_s = current_app.config["LOST_AFTER_S"]
+        older_than_s = config["LOST_AFTER_S"]
     lost = sweep_lost_runs(current_app.extensions["celery"], older_than_s)
     click.echo(f"marked {len(lost)} run(s) lost" + (f": {', '.join(map(str, lost))}" if lost else ""))
+    after_loss_s = config["REQUEUE_AFTER_LOSS_S"]
+    if requeue_after_s is None:
+        requeue_after_s = config["REQUEUE_AFTER_S"]
+    else:
+        after_loss_s = min(after_loss_s, requeue_after_s)
+    requeued = requeue_lost_messages(current_app.extensions["celery"], requeue_after_s,
+                                     after_loss_s)
+    click.echo(f"republished {len(requeued)} run(s) whose message was lost"
+               + (f": {', '.join(map(str, requeued))}" if requeued else ""))
 
 
 @group.command("prune")
@@ -206,15 +175,29 @@ def sweep_command(older_than_s: float | None) -> None:
               help="Delete finished runs older than this many days "
                    "[default: RUN_RETENTION_DAYS, 30].")
 def prune_command(days: int | None) -> None:
-    """Delete finished runs older than N days, in batches; keeps the last failure of each task
-    and the newest 100 runs of each schedule."""
+    """Write the daily rollups, then delete finished runs older than N days, in batches; keeps
+    the last failure of each task and the newest 100 runs of each schedule."""
     if days is None:
         days = int(current_app.config["RUN_RETENTION_DAYS"])
         if days < 1:
             raise click.ClickException("RUN_RETENTION_DAYS must be at least 1")
     db.session.rollback()  # no transaction of ours holds locks during the deletes
-    n = prune(days)
+    result = retention.prune(days)
+    n = result.deleted
     click.echo(f"deleted {n} run{'s' if n != 1 else ''} older than {days} days")
+    click.echo(_rollup_line(result.rollups))
+
+
+@group.command("rollup")
+def rollup_command() -> None:
+    """Write the daily rollups of complete UTC days (what prune does first), deleting nothing."""
+    db.session.rollback()
+    click.echo(_rollup_line(retention.roll_up()))
+
+
+def _rollup_line(rollups: retention.RollupResult) -> str:
+    return f"rolled up {rollups.written} day{'s' if rollups.written != 1 else ''}" + (
+        f" ({rollups.sealed} sealed)" if rollups.sealed else "")
 
 
 def init_app(app: Flask) -> None:

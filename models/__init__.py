@@ -2,10 +2,11 @@
 from models.base import db
 from models.email import Email, FailureAlert
 from models.job import JobEvent, JobRun
+from models.rollup import JobRunDaily
 from models.schedule import BeatHeartbeat, Schedule
 from models.states import FINAL_STATES, RunState
 from models.token import ApiToken
 from models.user import ROLES, User
 
-__all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
+__all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "JobRunDaily", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
            "User", "ROLES", "ApiToken"]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import task_revoked, worker_process_init
+from celery.signals import (
+    task_revoked, worker_process_init, worker_process_shutdown, worker_shutdown,
+)
 from flask import Flask
 
 from models.states import FINAL_STATES, RunState
@@ -30,7 +32,7 @@ def celery_init_app(app: Flask) -> Celery:
 
 def _connect_worker_signals(celery_app: Celery) -> None:
     from models import db
-    from scheduler import records
+    from scheduler import recorder, records
 
     app = celery_app.flask_app
 
@@ -40,6 +42,12 @@ def _connect_worker_signals(celery_app: Celery) -> None:
         # "Using Connection Pools with Multiprocessing"); close=False leaves the parent's alone.
         with app.app_context():
             db.engine.dispose(close=False)
+
+    @worker_process_shutdown.connect(weak=False)
+    @worker_shutdown.connect(weak=False)
+    def write_buffered_records(**_: object) -> None:
+        # A pool child (or a solo/threads worker) exiting writes what it still holds.
+        recorder.stop_current(timeout=app.config["RECORD_SHUTDOWN_WAIT_S"])
 
     @task_revoked.connect(weak=False)
     def record_revoked(request=None, terminated=False, signum=None, expired=False, **_: object):

@@ -6,7 +6,10 @@ Why at most once at the SMTP server: a worker claims the row (`scheduled`/`queue
 or a retry after a timeout cannot both send. A worker that dies after the server accepted the
 message but before the `sent` mark leaves the row in `sending`; the sweep flags it for review
 (`needs_review`) instead of resending blindly, because only a person can check whether the
-recipient got it. Transient failures put the row back to `queued` and retry with backoff.
+recipient got it. Transient failures (the server unreachable, a 4xx answer) put the row back
+to `queued` and retry with capped exponential backoff until MAIL_GIVE_UP_AFTER_S after the
+e-mail's due time: a deadline, not a count of attempts, so an SMTP outage of any length up to
+the deadline loses nothing whatever the backoff (issue 7: 8 attempts gave up after ~10 min).
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ mail = Mail()
 logger = logging.getLogger(__name__)
 
 SEND_TASK = "mail.send"
+#: Largest exponent of the retry backoff: attempts of a day-long outage must not overflow a float.
+_MAX_BACKOFF_DOUBLINGS = 30
 #: A practical address check: one @, no spaces, controls or header syntax, a dotted domain.
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -91,6 +96,7 @@ def send_email(to: str | list[str], subject: str, text: str, html: str | None = 
     except IntegrityError:  # the same key, written concurrently
         return db.session.scalar(select(Email).where(Email.idempotency_key == idempotency_key))
     run_id = records.create(uuid(), SEND_TASK, [email.id], {}, trigger="mail", eta=due,
+                            queue=current_app.config.get("MAIL_QUEUE"),
                             conn=db.session.connection())
     email.run_id = run_id
     if due <= now:
@@ -130,7 +136,7 @@ def deliver(email_id: int, run_id: int | None) -> Outcome:
         "UPDATE emails SET state = 'sending', attempts = attempts + 1, claimed_at = now(), "
         "updated_at = now(), run_id = COALESCE(:run_id, run_id) "
         f"WHERE id = :id AND state IN ({', '.join(repr(s) for s in CLAIMABLE)}) "
-        "RETURNING id, recipients, subject, text_body, html_body, attempts"
+        "RETURNING id, recipients, subject, text_body, html_body, attempts, send_at"
     ), {"id": email_id, "run_id": run_id}).first()
     db.session.commit()
     if claimed is None:
@@ -160,10 +166,16 @@ def deliver(email_id: int, run_id: int | None) -> Outcome:
             # retry could deliver it twice. A person decides (see flag_stuck).
             _finish(email_id, "failed", f"{UNCERTAIN} ({error})", needs_review=True)
             return Outcome(state="failed", error=f"{UNCERTAIN} ({error})")
-        elif _is_transient(exc) and claimed.attempts < cfg["MAIL_MAX_ATTEMPTS"]:
+        elif _is_transient(exc):
+            waited_s = (datetime.now(timezone.utc) - claimed.send_at).total_seconds()
+            if waited_s >= cfg["MAIL_GIVE_UP_AFTER_S"]:
+                error = (f"gave up: not delivered {waited_s:.0f} s after it was due, "
+                         f"{claimed.attempts} attempts (MAIL_GIVE_UP_AFTER_S); last error: {error}")
+                _finish(email_id, "failed", error)
+                return Outcome(state="failed", error=error)
             _finish(email_id, "queued", error)
-            delay = min(cfg["MAIL_RETRY_MAX_S"],
-                        cfg["MAIL_RETRY_BASE_S"] * 2 ** (claimed.attempts - 1))
+            doublings = min(claimed.attempts - 1, _MAX_BACKOFF_DOUBLINGS)
+            delay = min(cfg["MAIL_RETRY_MAX_S"], cfg["MAIL_RETRY_BASE_S"] * 2 ** doublings)
             return Outcome(state="queued", retry_in_s=delay, error=error)
         else:
             _finish(email_id, "failed", error)

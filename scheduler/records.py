@@ -42,11 +42,29 @@ def capped_json(value: Any, max_bytes: int | None = None) -> str:
         doc = json.dumps(value)
     except (TypeError, ValueError):
         doc = json.dumps({"__unserializable__": repr(value)[:PREVIEW_CHARS]})
+    if "\\u0000" in doc:
+        # PostgreSQL's jsonb cannot hold U+0000: stored as U+FFFD (the only rewrite).
+        doc = json.dumps(_without_nul(json.loads(doc)))
     if len(doc) > max_bytes:
         return json.dumps(
             {"__truncated__": True, "bytes": len(doc.encode()), "preview": doc[:PREVIEW_CHARS]}
         )
     return doc
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
+def without_nul(text_value: str | None) -> str | None:
+    """Text for a PostgreSQL text column, which cannot hold U+0000 either."""
+    return text_value.replace("\x00", "\ufffd") if text_value else text_value
 
 
 def _execute(sql: str, conn: Connection | None = None, **params: Any) -> Any:

@@ -7,7 +7,7 @@ so each stays fast with millions of rows. Time buckets are in UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -64,6 +64,12 @@ class Histogram:
     def total(self) -> int:
         return sum(self.totals)
 
+    def last(self, buckets: int) -> Histogram:
+        """The last `buckets` buckets (states that occur in them only)."""
+        counts = {state: values[-buckets:] for state, values in self.counts.items()
+                  if any(values[-buckets:])}
+        return Histogram(self.starts[-buckets:], self.step, counts)
+
 
 def floor_time(moment: datetime, step: timedelta) -> datetime:
     """The start of the bucket of length `step` holding `moment` (same rule as SQL date_bin)."""
@@ -98,6 +104,41 @@ def runs_histogram(step: timedelta, buckets: int, now: datetime | None = None) -
             found.setdefault(row.state, [0] * buckets)[index[row.start]] = row.n
     counts = {s.value: found[s.value] for s in RunState if s.value in found}
     return Histogram(starts, step, counts)
+
+
+def daily_histogram(days: int, now: datetime | None = None) -> Histogram:
+    """Runs created per UTC day by state, for the `days` days up to today's.
+
+    Days up to the newest one rolled up (scheduler.retention) are read from job_run_daily,
+    so they count runs pruned since; the later ones (today, and yesterday until the nightly
+    prune has rolled it up) from job_runs, as in runs_histogram.
+    """
+    step = timedelta(days=1)
+    today = floor_time(now or utcnow(), step)
+    first = today - (days - 1) * step
+    # The primary key (day, task_name, state) answers both queries on job_run_daily.
+    through = db.session.scalar(text("SELECT max(day) FROM job_run_daily WHERE day < :today"),
+                                {"today": today.date()})
+    live_from = first if through is None else max(first, _day_start(through) + step)
+    histogram = runs_histogram(step, (today - live_from) // step + 1, now)
+    if live_from == first:
+        return histogram
+    rows = db.session.execute(text("""
+        SELECT day, state, sum(runs) AS n FROM job_run_daily
+        WHERE day >= :first AND day <= :through GROUP BY day, state
+    """), {"first": first.date(), "through": through}).all()
+    found: dict[str, list[int]] = {}
+    offset = days - len(histogram.starts)  # the live days are the last ones
+    for state, values in histogram.counts.items():
+        found.setdefault(state, [0] * days)[offset:] = values
+    for row in rows:
+        found.setdefault(row.state, [0] * days)[(row.day - first.date()).days] = int(row.n)
+    counts = {s.value: found[s.value] for s in RunState if s.value in found}
+    return Histogram([first + i * step for i in range(days)], step, counts)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
 
 
 # -- failure rate and per-task figures ------------------------------------------------------

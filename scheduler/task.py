@@ -14,7 +14,9 @@ from celery.exceptions import Ignore, Reject, Retry
 from celery.utils import uuid
 from flask import current_app, has_app_context
 
-from scheduler import alerts, records
+from models import db
+from models.states import RunState
+from scheduler import alerts, recorder, records
 from scheduler.enqueue import PUBLISH_ERRORS, BrokerUnavailable
 
 
@@ -40,55 +42,79 @@ class FlaskTask(Task):
             request = self.request
             if request.called_directly:
                 return self.run(*args, **kwargs)
-            started = records.start(
-                request.id,
+            rec = recorder.current(db.engine, current_app.config)
+            task_id = request.id
+            run_id, go = rec.begin(
+                task_id,
                 self.name,
                 args,
                 kwargs,
                 queue=(request.delivery_info or {}).get("routing_key"),
-                worker_host=request.hostname or socket.gethostname(),
-                worker_pid=os.getpid(),
+                host=request.hostname or socket.gethostname(),
+                pid=os.getpid(),
+                now=records.utcnow(),
             )
-            if started is None:
+            if not go:
                 # Already final: cancelled before it started, or a duplicate delivery.
                 raise Ignore()
-            run_id, _attempt = started
             request.job_run_id = run_id
             request.progress_written_at = 0.0
+            # A late-acknowledged task is acked when this returns: its outcome must be
+            # written by then, so a redelivery finds the run final and does not repeat it.
+            late = bool(self.acks_late)
             try:
                 result = self.run(*args, **kwargs)
             except Retry as exc:
                 cause = exc.exc if isinstance(exc.exc, BaseException) else None
-                records.retrying(run_id, cause, _format_tb(cause), _retry_eta(exc.when))
+                reason = f"{type(cause).__name__}: {cause}" if cause else "retry requested"
+                eta = _retry_eta(exc.when)
+                rec.finish(task_id, RunState.RETRYING, records.utcnow(),
+                           error_type=type(cause).__name__ if cause else None,
+                           error_message=_text(cause), traceback=_format_tb(cause), eta=eta,
+                           message=reason + (f"; next attempt at {eta.isoformat()}" if eta
+                                             else ""),
+                           wait=True)
                 raise
             except Reject as exc:
                 if exc.requeue:
-                    records.requeued(run_id, f"rejected and requeued: {exc.reason}")
+                    rec.finish(task_id, RunState.QUEUED, records.utcnow(),
+                               message=f"rejected and requeued: {exc.reason}", wait=True)
                 else:
-                    records.fail(run_id, exc, traceback.format_exc())
+                    self._failed(rec, task_id, exc, traceback.format_exc(), late)
                 raise
             except Ignore:
-                records.succeed(run_id, None)
+                rec.finish(task_id, RunState.SUCCEEDED, records.utcnow(), result="null",
+                           wait=late)
                 raise
             except BaseException as exc:
-                records.fail(run_id, exc, traceback.format_exc())
-                alerts.notify_failure(run_id, request.id, self.name, f"{type(exc).__name__}: {exc}")
+                self._failed(rec, task_id, exc, traceback.format_exc(), late)
+                if run_id is not None:
+                    alerts.notify_failure(run_id, task_id, self.name,
+                                          f"{type(exc).__name__}: {exc}")
                 raise
-            records.succeed(run_id, result)
+            rec.finish(task_id, RunState.SUCCEEDED, records.utcnow(),
+                       result=records.capped_json(result), wait=late)
             return result
+
+    @staticmethod
+    def _failed(rec: recorder.Recorder, task_id: str, exc: BaseException, tb: str,
+                wait: bool) -> None:
+        rec.finish(task_id, RunState.FAILED, records.utcnow(), error_type=type(exc).__name__,
+                   error_message=_text(exc), traceback=records.without_nul(tb),
+                   message=records.without_nul(f"{type(exc).__name__}: {exc}"), wait=wait)
 
     def update_progress(self, current: int, total: int, message: str | None = None) -> None:
         """Record progress of the running run, at most every PROGRESS_MIN_INTERVAL_S."""
         request = self.request
-        run_id = getattr(request, "job_run_id", None)
-        if run_id is None:
+        last = getattr(request, "progress_written_at", None)
+        if last is None:  # not inside a recorded run (called directly)
             return
         now = time.monotonic()
-        last = getattr(request, "progress_written_at", 0.0)
         if current < total and now - last < current_app.config["PROGRESS_MIN_INTERVAL_S"]:
             return
         request.progress_written_at = now
-        records.progress(run_id, current, total, message)
+        recorder.current(db.engine, current_app.config).progress(
+            request.id, current, total, records.without_nul(message), records.utcnow())
 
     def update_state(self, task_id=None, state=None, meta=None, **kwargs: Any) -> None:
         """Seed-style `update_state(state="PROGRESS", meta={...})` writes progress to the run row.
@@ -152,4 +178,9 @@ def _retry_eta(when: Any) -> datetime | None:
 def _format_tb(exc: BaseException | None) -> str | None:
     if exc is None or exc.__traceback__ is None:
         return None
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return records.without_nul(
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def _text(exc: BaseException | None) -> str | None:
+    return records.without_nul(str(exc)) if exc is not None else None

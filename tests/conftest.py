@@ -141,7 +141,6 @@ SHARED_SETTINGS = {
     "DEMO_EMAIL_DELAY_S": 3.0,
     "MAIL_RETRY_BASE_S": 0.2,
     "MAIL_RETRY_MAX_S": 1.0,
-    "MAIL_MAX_ATTEMPTS": 40,
     "MAIL_TIMEOUT_S": 5.0,
     "ALERT_QUIET_S": 4.0,
     "ALERT_EMAILS": "alerts@example.com",
@@ -194,7 +193,7 @@ def clean_tables(request):
         # No RESTART IDENTITY: a run still finishing from an earlier test must not find
         # its old id reused by a new row.
         conn.execute(text("TRUNCATE job_events, job_runs, schedules, beat_heartbeats, emails, "
-                          "failure_alerts, users CASCADE"))
+                          "failure_alerts, users, job_run_daily CASCADE"))
     engine.dispose()
     yield
 

@@ -23,6 +23,7 @@ def test_dashboard_of_an_empty_database(viewer_client):
     html = page(viewer_client, "/admin/")
     assert "<svg" in html and "Runs per hour by state, last 24 h" in html
     for note in ("No runs in the last 24 hours.", "No runs in the last 7 days.",
+                 "No runs in the last 30 days.",
                  "No finished runs in the last 24 hours.", "No failed runs.",
                  "No enabled schedules.", "none scheduled"):
         assert note in html
@@ -41,7 +42,10 @@ def test_dashboard_shows_the_figures(app, viewer_client):
 
     html = page(viewer_client, "/admin/")
     assert "Runs per day by state, last 7 days" in html
+    assert "Runs per day by state, last 30 days" in html
     assert "succeeded 3" in html and "failed 1" in html  # the bars' tooltips
+    # Today's runs are read live (no rollup yet) in the 7-day and 30-day charts.
+    assert html.count(f"{now:%d %b}: succeeded 3") == 2
     assert "25.0 %" in html  # 1 failed of 4 finished
     assert "1 failed or lost of 4 finished" in html
     assert "/admin/runs?state=failed&amp;task=demo.fail" in html

@@ -1,4 +1,4 @@
-"""`flask --app app jobs list|show|run|cancel|rerun|prune`."""
+"""`flask --app app jobs list|show|run|cancel|rerun|prune|rollup`."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import create_engine, text
 
-from app import jobs_cli
+from scheduler import retention
 from tests.conftest import wait_for_state
 
 
@@ -103,7 +103,18 @@ def insert(conn, task: str, state: str, age_days: float, schedule_id: int | None
          "sid": schedule_id}).scalar()
 
 
-def test_prune_keeps_recent_unfinished_last_failures_and_schedule_tail(app, cli, services):
+@pytest.fixture
+def no_rollups(services):
+    """Rollups written by a prune are emptied after the test (clean_tables predates them)."""
+    yield
+    engine = create_engine(services.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE job_run_daily"))
+    engine.dispose()
+
+
+def test_prune_keeps_recent_unfinished_last_failures_and_schedule_tail(app, cli, services,
+                                                                       no_rollups):
     from scheduler import schedules
 
     with app.app_context():
@@ -124,8 +135,8 @@ def test_prune_keeps_recent_unfinished_last_failures_and_schedule_tail(app, cli,
                      {"id": gone[0]})
 
     with app.app_context():
-        assert jobs_cli.prune(30, batch=2) == len(gone)       # several batches
-        assert jobs_cli.prune(30, batch=2) == 0
+        assert retention.prune(30, batch=2).deleted == len(gone)  # several batches
+        assert retention.prune(30, batch=2).deleted == 0
     with engine.connect() as conn:
         left = set(conn.execute(text("SELECT id FROM job_runs")).scalars())
         assert conn.execute(text("SELECT count(*) FROM job_events WHERE run_id = :id"),
@@ -135,7 +146,11 @@ def test_prune_keeps_recent_unfinished_last_failures_and_schedule_tail(app, cli,
     assert set(sched[3:]) <= left
 
     out = cli("prune", "--days", "3")                         # the 5-day-old success goes
-    assert out.exit_code == 0 and out.output.strip() == "deleted 1 run older than 3 days"
+    assert out.exit_code == 0
+    assert out.output.splitlines() == ["deleted 1 run older than 3 days",
+                                       "rolled up 2 days (1 sealed)"]  # 5 and 1 days ago
     out = cli("prune")                                        # RUN_RETENTION_DAYS = 30
     assert out.exit_code == 0 and "deleted 0 runs older than 30 days" in out.output
+    out = cli("rollup")                                       # yesterday is still settling
+    assert out.exit_code == 0 and out.output.strip() == "rolled up 1 day"
     engine.dispose()

@@ -10,7 +10,6 @@ from app.charts import stacked_bars
 from scheduler import stats
 
 HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
 
 
 def _chart(histogram: stats.Histogram, label_format: str, title: str):
@@ -22,15 +21,19 @@ def _chart(histogram: stats.Histogram, label_format: str, title: str):
 def dashboard() -> str:
     now = stats.utcnow()
     hourly = stats.runs_histogram(HOUR, 24, now)
-    daily = stats.runs_histogram(DAY, 7, now)
+    # Complete days come from the daily rollups (they outlive pruning), today from job_runs.
+    monthly = stats.daily_histogram(30, now)
+    daily = monthly.last(7)
     per_task = stats.task_stats(timedelta(hours=24), now)
     return render_template(
         "admin/dashboard.html",
         now=now,
         hourly=hourly,
         daily=daily,
+        monthly=monthly,
         hourly_chart=_chart(hourly, "%H:00", "Runs per hour by state, last 24 h (UTC)"),
         daily_chart=_chart(daily, "%a %d %b", "Runs per day by state, last 7 days (UTC)"),
+        monthly_chart=_chart(monthly, "%d %b", "Runs per day by state, last 30 days (UTC)"),
         rates=stats.failure_rates(now),
         slowest=stats.slowest(per_task),
         failing=stats.most_failing(per_task),

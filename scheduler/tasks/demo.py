@@ -1,4 +1,4 @@
-"""Demo tasks: the seed's long task with progress, a no-op and a failure."""
+"""Demo tasks: the seed's long task with progress, a no-op, a failure and a big result."""
 from __future__ import annotations
 
 import random
@@ -38,6 +38,18 @@ def noop(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"args": list(args), "kwargs": kwargs}
 
 
+@shared_task(bind=True, name="demo.sleep", acks_late=True)
+def sleep(self, seconds: float = 5.0, step_s: float = 0.1) -> dict[str, Any]:
+    """Sleep, reporting progress. Safe to repeat, so acknowledged late: if its worker process
+    dies (even by kill -9), the broker delivers it again and the run shows a new attempt."""
+    steps = max(1, int(float(seconds) / float(step_s)))
+    for i in range(steps):
+        self.update_progress(i, steps)
+        time.sleep(float(step_s))
+    self.update_progress(steps, steps)
+    return {"slept_s": float(seconds)}
+
+
 class DemoFailure(RuntimeError):
     """Raised by demo.fail."""
 
@@ -48,3 +60,15 @@ def fail(self, message: str = "demo failure", retries: int = 0, countdown: float
     if self.request.retries < int(retries):
         raise self.retry(exc=DemoFailure(message), countdown=countdown, max_retries=int(retries))
     raise DemoFailure(message)
+
+
+#: Largest result demo.big_result makes: anyone who may start a task must not be able to
+#: make a worker allocate gigabytes.
+BIG_RESULT_MAX_CHARS = 16 * 1024 * 1024
+
+
+@shared_task(name="demo.big_result")
+def big_result(size: int = 5 * 1024 * 1024) -> str:
+    """Return a string of `size` characters (at most BIG_RESULT_MAX_CHARS), a result far over
+    RESULT_MAX_BYTES."""
+    return "x" * max(0, min(int(size), BIG_RESULT_MAX_CHARS))

@@ -10,12 +10,13 @@ from scheduler import outbox
 
 
 class EmailNotSent(RuntimeError):
-    """The SMTP server refused the message for good (or retries ran out)."""
+    """The SMTP server refused the message for good (or MAIL_GIVE_UP_AFTER_S passed)."""
 
 
 @shared_task(bind=True, name=outbox.SEND_TASK, max_retries=None)
 def send(self, email_id: int) -> dict[str, Any]:
-    """Send one outbox e-mail; transient SMTP failures retry with exponential backoff."""
+    """Send one outbox e-mail; transient SMTP failures retry with exponential backoff until
+    the e-mail's give-up deadline (scheduler.outbox.deliver)."""
     outcome = outbox.deliver(int(email_id), getattr(self.request, "job_run_id", None))
     if outcome.retry_in_s is not None:
         raise self.retry(countdown=outcome.retry_in_s, exc=EmailNotSent(outcome.error))

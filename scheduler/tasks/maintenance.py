@@ -4,7 +4,8 @@ from __future__ import annotations
 from celery import shared_task
 from flask import current_app
 
-from scheduler import leader
+from scheduler import leader, retention
+from scheduler.recovery import requeue_lost_messages
 from scheduler.sweep import sweep_lost_runs
 
 
@@ -14,8 +15,20 @@ def prune_heartbeats() -> dict[str, int]:
     return {"removed": leader.prune_heartbeats()}
 
 
+@shared_task(name="runs.prune")
+def prune_runs() -> dict[str, int]:
+    """Write the daily rollups, then delete finished runs older than RUN_RETENTION_DAYS."""
+    result = retention.prune(int(current_app.config["RUN_RETENTION_DAYS"]))
+    return {"deleted": result.deleted, "days_rolled_up": result.rollups.written,
+            "days_sealed": result.rollups.sealed}
+
+
 @shared_task(name="runs.sweep")
 def sweep_runs() -> dict[str, int]:
-    """Mark lost the running runs whose worker is gone."""
-    lost = sweep_lost_runs(current_app.extensions["celery"], current_app.config["LOST_AFTER_S"])
-    return {"lost": len(lost)}
+    """Mark lost the running runs whose worker is gone; publish again the queued runs whose
+    message is gone (issue 7)."""
+    celery_app, config = current_app.extensions["celery"], current_app.config
+    lost = sweep_lost_runs(celery_app, config["LOST_AFTER_S"])
+    requeued = requeue_lost_messages(celery_app, config["REQUEUE_AFTER_S"],
+                                     config["REQUEUE_AFTER_LOSS_S"])
+    return {"lost": len(lost), "requeued": len(requeued)}

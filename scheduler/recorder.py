@@ -1,0 +1,487 @@
+"""The worker process's writer of run records: a buffer flushed in batches, kept through
+database outages.
+
+Each worker process (prefork child, or the solo/threads worker) has one Recorder. At a run's
+start the task thread reads the run's row once (is it already final? then the body does not
+run); everything else a run reports (running, its outcome, progress) goes into an in-memory
+buffer keyed by task_id, which a background thread writes every RECORD_FLUSH_S as one
+statement for the whole batch (jsonb_to_recordset: one round trip and one commit for many
+runs). A run that ends before the next flush has its `running` and final states written
+together (both events kept, both timestamps real).
+
+When PostgreSQL does not answer, the buffer is kept and the flush retried with a backoff
+(RECORD_RETRY_MAX_S at most) until it is back: outcomes are written late, never dropped, and
+the worker does not crash. The buffer is bounded (RECORD_MAX_PENDING runs): past it, new runs
+wait before they start instead of growing memory without end.
+
+Writes that hand the run to another message or process (a retry, a requeue) and the outcomes
+of late-acknowledged tasks (acked only after the body returns) are written before the task
+returns (`wait=True`), so the next reader of the row sees them; the rest are written within
+RECORD_FLUSH_S. The price of the batch: a worker process killed with -9 loses its last
+RECORD_FLUSH_S of outcomes (those runs then show `lost` from the sweep, or are run again by
+the recovery of queued runs).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from models.states import FINAL_STATES, RunState
+from scheduler import records
+
+logger = logging.getLogger(__name__)
+
+#: The states a worker's report may not overwrite (`lost` is overwritten: the worker's word
+#: wins over the sweep's inference).
+_KEEP = tuple(s.value for s in FINAL_STATES if s is not RunState.LOST)
+#: Outcomes a worker reports, each with its own timestamp column.
+_OUTCOMES = (RunState.SUCCEEDED, RunState.FAILED, RunState.RETRYING, RunState.QUEUED)
+#: First delay after a failed flush; doubles up to RECORD_RETRY_MAX_S.
+_RETRY_FIRST_S = 0.5
+#: Most runs written by one statement (a backlog after an outage goes in several).
+_BATCH_MAX = 1000
+
+
+@dataclass
+class _Entry:
+    """What one run has reported and is not written yet."""
+
+    task_id: str
+    #: Set while the `running` transition is not written.
+    started_at: datetime | None = None
+    host: str | None = None
+    pid: int | None = None
+    #: The outcome: state, time, and its columns.
+    state: str | None = None
+    at: datetime | None = None
+    result: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    eta: datetime | None = None
+    message: str | None = None
+    #: The latest progress.
+    p_cur: int | None = None
+    p_tot: int | None = None
+    p_msg: str | None = None
+    p_at: datetime | None = None
+    #: Set when the row may not exist (the start read failed): what a new row needs.
+    task_name: str | None = None
+    args: str | None = None
+    kwargs: str | None = None
+    queue: str | None = None
+    written: threading.Event = field(default_factory=threading.Event)
+
+    def absorb(self, newer: "_Entry") -> None:
+        """Merge a later report about the same run (a flush failed in between)."""
+        for f in fields(self):
+            if f.name in ("task_id", "written"):
+                continue
+            value = getattr(newer, f.name)
+            if value is not None:
+                setattr(self, f.name, value)
+        newer.written = self.written
+
+    def plain(self) -> "_Entry":
+        """This report without what the database may refuse (progress, result, long texts)."""
+        copy = _Entry(self.task_id, started_at=self.started_at, host=self.host, pid=self.pid,
+                      state=self.state, at=self.at, error_type=_short(self.error_type),
+                      error_message=_short(self.error_message), eta=self.eta,
+                      message=_short(self.message), task_name=self.task_name,
+                      args="null" if self.task_name else None,
+                      kwargs="null" if self.task_name else None, queue=self.queue)
+        if self.result is not None:
+            copy.result = json.dumps({"__unstorable__": True})
+        return copy
+
+    def row(self) -> dict[str, Any]:
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {
+            "task_id": self.task_id,
+            "w_start": self.started_at is not None,
+            "started_at": iso(self.started_at),
+            "host": self.host,
+            "pid": self.pid,
+            "start_msg": f"started on {self.host} pid {self.pid}" if self.started_at else None,
+            "state": self.state,
+            "at": iso(self.at),
+            "result": json.loads(self.result) if self.result is not None else None,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "traceback": self.traceback,
+            "eta": iso(self.eta),
+            "message": self.message,
+            "p_at": iso(self.p_at),
+            "p_cur": self.p_cur,
+            "p_tot": self.p_tot,
+            "p_msg": self.p_msg,
+        }
+
+
+_COLUMNS = """task_id text, w_start boolean, started_at timestamptz, host text, pid int,
+    start_msg text, state text, at timestamptz, result jsonb, error_type text,
+    error_message text, traceback text, eta timestamptz, message text, p_at timestamptz,
+    p_cur bigint, p_tot bigint, p_msg text"""
+
+
+def _outcome_column(column: str, state: RunState) -> str:
+    return f"{column} = CASE WHEN d.state = '{state.value}' THEN d.at ELSE r.{column} END"
+
+
+_TIMESTAMPS = ",\n        ".join(
+    _outcome_column(records.STATE_TIMESTAMP[s], s) for s in _OUTCOMES
+)
+_ERROR_STATES = f"('{RunState.FAILED.value}', '{RunState.RETRYING.value}')"
+
+#: One statement for a batch: update every run, then add its events (running, outcome).
+_FLUSH_SQL = f"""
+WITH d AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS d({_COLUMNS})
+), u AS (
+    UPDATE job_runs r SET
+        state = COALESCE(d.state, CASE WHEN d.w_start THEN 'running' ELSE r.state END),
+        attempts = r.attempts + CASE WHEN d.w_start THEN 1 ELSE 0 END,
+        worker_host = COALESCE(d.host, r.worker_host),
+        worker_pid = COALESCE(d.pid, r.worker_pid),
+        started_at = COALESCE(d.started_at, r.started_at),
+        {_TIMESTAMPS},
+        result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE r.result END,
+        error_type = CASE WHEN d.state IN {_ERROR_STATES} THEN d.error_type
+                          ELSE r.error_type END,
+        error_message = CASE WHEN d.state IN {_ERROR_STATES} THEN d.error_message
+                             ELSE r.error_message END,
+        traceback = CASE WHEN d.state IN {_ERROR_STATES} THEN d.traceback
+                         ELSE r.traceback END,
+        eta = CASE WHEN d.state = 'retrying' THEN d.eta ELSE r.eta END,
+        progress_current = CASE WHEN d.p_at IS NULL THEN r.progress_current ELSE d.p_cur END,
+        progress_total = CASE WHEN d.p_at IS NULL THEN r.progress_total ELSE d.p_tot END,
+        progress_message = CASE WHEN d.p_at IS NULL THEN r.progress_message ELSE d.p_msg END,
+        progress_at = COALESCE(d.p_at, r.progress_at),
+        updated_at = clock_timestamp()
+    FROM d
+    WHERE r.task_id = d.task_id
+      AND (r.state NOT IN {_KEEP!r}
+           -- progress alone is always kept
+           OR (d.state IS NULL AND NOT d.w_start)
+           -- cancelled after it had started (before its `running` was written): the
+           -- cancel came too late; the run's outcome is what happened
+           OR (r.state = 'revoked' AND d.w_start AND r.revoked_at >= d.started_at))
+    RETURNING r.id, r.task_id, r.attempts
+)
+INSERT INTO job_events (run_id, at, state, attempt, message)
+SELECT u.id, e.at, e.state, u.attempts, e.message
+FROM u
+JOIN d USING (task_id)
+CROSS JOIN LATERAL (VALUES (1, d.started_at, 'running', d.start_msg),
+                           (2, d.at, d.state, d.message)) AS e(n, at, state, message)
+WHERE e.state IS NOT NULL AND (e.n = 2 OR d.w_start)
+ORDER BY e.n
+"""
+
+#: Rows for runs reported while their row could not be read (a database outage), when no
+#: publisher wrote one: plain-Celery publishers, whose row is otherwise made at start.
+_CREATE_SQL = """
+WITH d AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
+        AS d(task_id text, task_name text, args jsonb, kwargs jsonb, queue text, at timestamptz)
+), r AS (
+    INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, queued_at,
+                          created_at, updated_at)
+    SELECT task_id, task_name, 'queued', queue, args, kwargs, at, at, at FROM d
+    ON CONFLICT DO NOTHING
+    RETURNING id, queued_at
+)
+INSERT INTO job_events (run_id, at, state, attempt, message)
+SELECT id, queued_at, 'queued', 0, 'recorded by the worker' FROM r
+"""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
+
+
+def _short(value: str | None) -> str | None:
+    return value[:1000] if value else value
+
+
+class Recorder:
+    """Buffered writes of one worker process's run records (see the module docstring)."""
+
+    def __init__(self, engine: Engine, flush_s: float, max_pending: int,
+                 retry_max_s: float) -> None:
+        self.engine = engine
+        self.flush_s = flush_s
+        self.max_pending = max_pending
+        self.retry_max_s = retry_max_s
+        self.pid = os.getpid()
+        self._lock = threading.Condition()
+        self._pending: dict[str, _Entry] = {}
+        self._flush_now = threading.Event()
+        self._stopping = False
+        #: Runs taken out of the buffer by the writer thread and not written yet.
+        self._writing = 0
+        self._reader = None
+        self._reader_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="beatkeeper-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- the task thread's side ------------------------------------------------------------
+
+    def begin(self, task_id: str, task_name: str, args: Any, kwargs: Any, *,
+              queue: str | None, host: str, pid: int, now: datetime) -> tuple[int | None, bool]:
+        """Note the start of a run. Returns (run id or None, run?): run? is False when the
+        run is already final (cancelled before it started, or a duplicate delivery)."""
+        self._wait_for_room()
+        entry = _Entry(task_id, started_at=now, host=host, pid=pid)
+        try:
+            row = self._read(task_id)
+        except (DBAPIError, SQLAlchemyError) as exc:
+            # The database is down: run it and write everything when it is back.
+            logger.warning("run %s: cannot read its record (%s); it runs, and its record is "
+                           "written when the database answers", task_id, type(exc).__name__)
+            entry.task_name, entry.queue = task_name, queue
+            entry.args = records.capped_json(list(args or ()))
+            entry.kwargs = records.capped_json(dict(kwargs or {}))
+            self._add(entry)
+            return None, True
+        if row is None:
+            # No publisher wrote a row (send_task, `celery call`): create it running, now.
+            started = records.start(task_id, task_name, args, kwargs, queue=queue,
+                                    worker_host=host, worker_pid=pid)
+            return (started[0], True) if started else (None, False)
+        if row.state in _KEEP:
+            return row.id, False
+        self._add(entry)
+        return row.id, True
+
+    def finish(self, task_id: str, state: RunState, at: datetime, *, result: str | None = None,
+               error_type: str | None = None, error_message: str | None = None,
+               traceback: str | None = None, eta: datetime | None = None,
+               message: str | None = None, wait: bool = False,
+               wait_s: float = 10.0) -> bool:
+        """Report a run's outcome; with wait, return once it is written (True) or wait_s
+        passed (False: it stays buffered and is written later)."""
+        entry = _Entry(task_id, state=state.value, at=at, result=result, error_type=error_type,
+                       error_message=error_message, traceback=traceback, eta=eta,
+                       message=message)
+        entry = self._add(entry)
+        if not wait:
+            return False
+        self._flush_now.set()
+        return entry.written.wait(wait_s)
+
+    def progress(self, task_id: str, current: int | None, total: int | None,
+                 message: str | None, at: datetime) -> None:
+        self._add(_Entry(task_id, p_cur=current, p_tot=total, p_msg=message, p_at=at))
+
+    def flush(self, timeout: float) -> bool:
+        """Write everything buffered; True when nothing is left within timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._pending and not self._writing:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            self._flush_now.set()
+            time.sleep(0.01)
+
+    def stop(self, timeout: float) -> None:
+        """Flush what is buffered (the process is exiting), then stop the thread."""
+        if not self.flush(timeout):
+            with self._lock:
+                left = sorted(self._pending)
+            logger.error("exiting with %d run record(s) not written: %s", len(left),
+                         ", ".join(left[:50]))
+        self._stopping = True
+        self._flush_now.set()
+        self._thread.join(timeout=2)
+        with self._reader_lock:
+            self._close_reader(invalidate=False)
+
+    def _add(self, entry: _Entry) -> _Entry:
+        with self._lock:
+            known = self._pending.get(entry.task_id)
+            if known is None:
+                self._pending[entry.task_id] = entry
+                return entry
+            known.absorb(entry)
+            return known
+
+    def _wait_for_room(self) -> None:
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                logger.warning("%d run records wait for the database; runs wait too",
+                               len(self._pending))
+            while len(self._pending) >= self.max_pending:
+                self._lock.wait(1.0)
+
+    def _read(self, task_id: str):
+        with self._reader_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._reader is None:
+                        self._reader = self.engine.connect().execution_options(
+                            isolation_level="AUTOCOMMIT")
+                    return self._reader.execute(
+                        text("SELECT id, state FROM job_runs WHERE task_id = :t"),
+                        {"t": task_id}).first()
+                except DBAPIError:
+                    # A connection the server closed (restart): one more try on a new one.
+                    self._close_reader()
+                    if attempt == 2:
+                        raise
+
+    def _close_reader(self, invalidate: bool = True) -> None:
+        if self._reader is not None:
+            try:
+                if invalidate:
+                    self._reader.invalidate()
+                self._reader.close()
+            except Exception:  # closing a dead connection may fail: nothing to keep
+                pass
+            self._reader = None
+
+    # --- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = None
+        delay = 0.0
+        while not self._stopping:
+            self._flush_now.wait(self.flush_s)
+            self._flush_now.clear()
+            with self._lock:
+                batch = []
+                for task_id in list(self._pending)[:_BATCH_MAX]:
+                    batch.append(self._pending.pop(task_id))
+                if self._pending:
+                    self._flush_now.set()  # a backlog: the next batch right after this one
+                self._writing = len(batch)
+            if not batch:
+                continue
+            try:
+                if conn is None:
+                    conn = self.engine.connect()
+                try:
+                    self._write(conn, batch)
+                except DBAPIError as exc:
+                    if _unreachable(exc):
+                        raise
+                    conn.rollback()
+                    self._write_one_by_one(conn, batch, exc)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any error
+                self._put_back(batch)  # also ends `_writing`
+                delay = min(self.retry_max_s, max(_RETRY_FIRST_S, delay * 2))
+                logger.warning("could not write %d run record(s) (%s: %s); retrying in %.1f s",
+                               len(batch), type(exc).__name__, _first_line(exc), delay,
+                               exc_info=not isinstance(exc, SQLAlchemyError))
+                if conn is not None:
+                    try:
+                        conn.invalidate()
+                        conn.close()
+                    except Exception:  # closing a dead connection may fail
+                        pass
+                    conn = None
+                time.sleep(delay)
+                continue
+            if delay:
+                logger.warning("run records written again after a database outage")
+            delay = 0.0
+            for entry in batch:
+                entry.written.set()
+            with self._lock:
+                self._writing = 0
+                self._lock.notify_all()
+        if conn is not None:
+            conn.close()
+
+    def _write(self, conn, batch: list[_Entry]) -> None:
+        create = [
+            {"task_id": e.task_id, "task_name": e.task_name, "args": json.loads(e.args),
+             "kwargs": json.loads(e.kwargs), "queue": e.queue,
+             "at": (e.started_at or records.utcnow()).isoformat()}
+            for e in batch if e.task_name is not None
+        ]
+        if create:
+            conn.execute(text(_CREATE_SQL), {"batch": json.dumps(create)})
+        conn.execute(text(_FLUSH_SQL), {"batch": json.dumps([e.row() for e in batch])})
+        conn.commit()
+
+    def _write_one_by_one(self, conn, batch: list[_Entry], exc: DBAPIError) -> None:
+        """The server refused the batch's data (not an outage): write each run alone, so
+        that one bad record does not hold back the others; a record refused on its own is
+        logged and dropped."""
+        logger.warning("a batch of run records was refused (%s); writing them one by one",
+                       _first_line(exc.orig or exc))
+        for entry in list(batch):
+            for attempt in (entry, entry.plain()):
+                try:
+                    self._write(conn, [attempt])
+                    break
+                except DBAPIError as one:
+                    if _unreachable(one):
+                        raise  # `batch` holds what is left, for the retry
+                    conn.rollback()
+                    reason = _first_line(one.orig or one)
+                    if attempt is entry:
+                        logger.error("run %s: record refused by the database (%s); writing "
+                                     "its state without progress and result", entry.task_id,
+                                     reason)
+                    else:
+                        logger.error("run %s: record refused by the database, dropped: %s",
+                                     entry.task_id, reason)
+            batch.remove(entry)
+            entry.written.set()
+
+    def _put_back(self, batch: list[_Entry]) -> None:
+        """A failed flush: the batch goes back in front of what arrived meanwhile."""
+        with self._lock:
+            self._writing = 0
+            newer = self._pending
+            self._pending = {e.task_id: e for e in batch}
+            for task_id, entry in newer.items():
+                if task_id in self._pending:
+                    self._pending[task_id].absorb(entry)
+                else:
+                    self._pending[task_id] = entry
+
+
+def _unreachable(exc: DBAPIError) -> bool:
+    """Is this the database being unreachable (retry later), not a refused statement?"""
+    import psycopg2
+
+    return exc.connection_invalidated or isinstance(
+        exc.orig, (psycopg2.OperationalError, psycopg2.InterfaceError))
+
+
+_recorder: Recorder | None = None
+_recorder_lock = threading.Lock()
+
+
+def current(engine: Engine, config: dict[str, Any]) -> Recorder:
+    """This process's Recorder (a new one after a fork)."""
+    global _recorder
+    with _recorder_lock:
+        if _recorder is None or _recorder.pid != os.getpid():
+            _recorder = Recorder(engine, config["RECORD_FLUSH_S"], config["RECORD_MAX_PENDING"],
+                                 config["RECORD_RETRY_MAX_S"])
+        return _recorder
+
+
+def stop_current(timeout: float) -> None:
+    """Flush and stop this process's Recorder, if it has one."""
+    recorder = _recorder
+    if recorder is not None and recorder.pid == os.getpid():
+        recorder.stop(timeout)

@@ -1,0 +1,359 @@
+"""Recovery of lost messages: a `queued` run (or a `retrying` one past its due time) whose
+message is provably nowhere is published again with its task_id (issue 7).
+
+A message is lost when Redis restarts without saving or is flushed, or when a worker's main
+process dies (kill -9) holding prefetched messages: kombu keeps those in its `unacked` hash and
+restores them only after `visibility_timeout` (one hour), so the run would wait that long, or
+for ever after a flush. The run row in PostgreSQL is the truth; this module finds the runs whose
+message is gone and hands them to the broker again.
+
+A message is proven lost when, in two looks `confirm_s` apart, it is in none of the queue
+lists, no live worker holds it (reserved, running or waiting for its ETA), and it is at most in
+the unacked hash with no live worker holding it. Each look reads where a message goes in the
+order it goes (queue list, unacked hash, workers), so a message moving on between two reads is
+seen at the later place; one caught between places (popped, not yet registered) is seen by the
+second look. An unacked entry of a dead consumer is deleted before the new publish, and only the
+pass whose HDEL removed it publishes, so kombu never restores it later as a duplicate. Nothing
+is published when Redis or the workers' broadcast fails. A run is republished in a transaction
+that holds its row and checks it did not change since it was read (a worker starting it, or
+another pass republishing it, changes it). The looks are at least RECORD_RETRY_MAX_S apart:
+a worker process buffers its run records while PostgreSQL is down (scheduler.recorder), so a
+run that ran during a database outage may still read `queued` for that long after it ends.
+
+Redis data loss is noticed by EPOCH_KEY, set when missing to the time it was set: runs queued
+before that time cannot have a message in this Redis unless it was published again, so they are
+checked after REQUEUE_AFTER_LOSS_S instead of REQUEUE_AFTER_S. The very first check sees the
+key missing too, which only costs one early look.
+
+Limits: a worker that holds a run's message but does not answer the broadcast within
+INSPECT_TIMEOUT_S in both looks counts as gone; a queue longer than MAX_SCAN_MESSAGES is not
+searched, and its runs are left alone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import redis
+from celery import Celery
+from flask import current_app
+from sqlalchemy import text
+
+from models import db
+from scheduler import stats
+from scheduler.dispatch import _publish
+from scheduler.enqueue import PUBLISH_ERRORS
+
+logger = logging.getLogger(__name__)
+
+#: Redis key whose absence means Redis lost its data (or was never checked).
+EPOCH_KEY = "beatkeeper.broker-epoch"
+#: Runs looked at in one pass (oldest first).
+BATCH = 1000
+#: Messages read from one queue list at most; a run of a longer queue cannot be proven lost.
+MAX_SCAN_MESSAGES = 20_000
+#: Messages read per LRANGE / HSCAN call.
+CHUNK = 1000
+#: Seconds added to the recorder's longest write delay between the two looks.
+CONFIRM_MARGIN_S = 1.0
+#: Seconds to wait for the workers' answers to the broadcast (query_task).
+INSPECT_TIMEOUT_S = 1.0
+#: Advisory lock so that one pass runs at a time ("bk-requ!" as 64-bit ASCII).
+LOCK_KEY = int.from_bytes(b"bk-requ!", "big")
+
+
+@dataclass
+class Candidate:
+    id: int
+    task_id: str
+    task_name: str
+    args: Any
+    kwargs: Any
+    queue: str | None
+    state: str
+    updated_at: datetime
+
+
+def requeue_lost_messages(celery_app: Celery, older_than_s: float,
+                          after_loss_s: float | None = None,
+                          confirm_s: float | None = None) -> list[int]:
+    """Publish again the runs queued for longer than older_than_s (after_loss_s for runs
+    queued before Redis lost its data) whose message is provably gone; return their ids.
+
+    confirm_s is the time between the two looks (by default the longest time a worker holds
+    a run record back, RECORD_RETRY_MAX_S + RECORD_FLUSH_S, plus CONFIRM_MARGIN_S). Does
+    nothing when the broker or the workers' broadcast fails, or when another pass runs.
+    """
+    if after_loss_s is None:
+        after_loss_s = older_than_s
+    if confirm_s is None:
+        config = current_app.config
+        confirm_s = config["RECORD_RETRY_MAX_S"] + config["RECORD_FLUSH_S"] + CONFIRM_MARGIN_S
+    with _exclusive() as mine:
+        if not mine:
+            return []
+        client = stats.redis_client(celery_app.conf.broker_url)
+        try:
+            return _pass(celery_app, client, older_than_s, after_loss_s, confirm_s)
+        except stats.BROKER_ERRORS as exc:
+            logger.warning("recovery: the broker does not answer (%s); nothing republished", exc)
+            return []
+        finally:
+            client.close()
+
+
+def _pass(celery_app: Celery, client: redis.Redis, older_than_s: float, after_loss_s: float,
+          confirm_s: float) -> list[int]:
+    keys = _Keys(celery_app)
+    now = datetime.now(timezone.utc)
+    epoch = _epoch(client, keys.epoch, now)
+    candidates = _candidates(now, older_than_s, after_loss_s, epoch)
+    if not candidates:
+        return []
+    queues = sorted(set(stats.queue_names(celery_app))
+                    | {c.queue or keys.default_queue for c in candidates})
+    db.session.rollback()  # no transaction of ours stays open while we wait
+    first = _look(celery_app, client, keys, candidates, queues)
+    candidates = [c for c in candidates if c.task_id in first]
+    if not candidates:
+        return []
+    time.sleep(confirm_s)
+    second = _look(celery_app, client, keys, candidates, queues)
+    lost = [c for c in candidates if c.task_id in second]
+    tags = {c.task_id: first[c.task_id] | second[c.task_id] for c in lost}
+    return _republish(celery_app, client, keys, lost, tags)
+
+
+class _Keys:
+    """Names of kombu's Redis keys for this broker (transport options honoured)."""
+
+    def __init__(self, celery_app: Celery) -> None:
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+        options = celery_app.conf.broker_transport_options or {}
+        self.prefix = options.get("global_keyprefix", "")
+        self.steps = options.get("priority_steps", PRIORITY_STEPS)
+        self.sep = options.get("sep", Channel.sep)
+        self.unacked = self.prefix + options.get("unacked_key", Channel.unacked_key)
+        self.unacked_index = self.prefix + options.get("unacked_index_key",
+                                                       Channel.unacked_index_key)
+        self.epoch = self.prefix + EPOCH_KEY
+        self.default_queue = celery_app.conf.task_default_queue or "celery"
+
+    def lists(self, queue: str) -> list[str]:
+        """The lists of one queue, one per priority step (kombu's Channel._q_for_pri)."""
+        return [f"{self.prefix}{queue}{self.sep}{step}" if step else f"{self.prefix}{queue}"
+                for step in self.steps]
+
+
+def _epoch(client: redis.Redis, key: str, now: datetime) -> datetime:
+    """When this Redis was first seen with its current data (the key is set when missing)."""
+    if client.set(key, repr(now.timestamp()), nx=True):
+        logger.warning("recovery: %s was missing (Redis lost its data, or this is the first "
+                       "check); runs queued before now are checked early", key)
+    value = client.get(key)
+    return datetime.fromtimestamp(float(value), timezone.utc) if value else now
+
+
+def _candidates(now: datetime, older_than_s: float, after_loss_s: float,
+                epoch: datetime) -> list[Candidate]:
+    cutoff = now - timedelta(seconds=older_than_s)
+    loss_cutoff = min(epoch, now - timedelta(seconds=after_loss_s))
+    late = now - timedelta(seconds=after_loss_s)
+    rows = db.session.execute(text("""
+        SELECT id, task_id, task_name, args, kwargs, queue, state, updated_at FROM job_runs
+        WHERE (state = 'queued' AND coalesce(queued_at, created_at) < greatest(:cutoff, :loss))
+           OR (state = 'retrying' AND (coalesce(eta, retrying_at) < :cutoff
+               OR (retrying_at < :epoch AND coalesce(eta, retrying_at) < :late)))
+        ORDER BY id LIMIT :batch
+    """), {"cutoff": cutoff, "loss": loss_cutoff, "epoch": epoch, "late": late,
+           "batch": BATCH}).all()
+    db.session.rollback()
+    return [Candidate(*row) for row in rows]
+
+
+def _look(celery_app: Celery, client: redis.Redis, keys: _Keys, candidates: list[Candidate],
+          queues: list[str]) -> dict[str, set[str]]:
+    """The candidates whose message is in no queue list and on no live worker, each with the
+    delivery tags of its entries in the unacked hash (held by no live consumer)."""
+    wanted = {c.task_id for c in candidates}
+    # 1. The queue lists (where a message waits first).
+    seen: set[str] = set()
+    unsearched: set[str] = set()
+    for queue in queues:
+        for key in keys.lists(queue):
+            found = _search_list(client, key, wanted)
+            if found is None:
+                unsearched.add(queue)
+            else:
+                seen |= found
+    # 2. The unacked hash (a message popped by a consumer, until it is acked).
+    unacked = _search_unacked(client, keys.unacked, wanted)
+    # 3. The live workers (reserved, running, waiting for an ETA).
+    held = _held_by_workers(celery_app, wanted)
+    return {c.task_id: unacked.get(c.task_id, set()) for c in candidates
+            if c.task_id not in seen and c.task_id not in held
+            and (c.queue or keys.default_queue) not in unsearched}
+
+
+class _NoAnswer(redis.RedisError):
+    """A worker answered one question of the look but not the next (a broker error: the
+    pass stops and publishes nothing)."""
+
+
+def _held_by_workers(celery_app: Celery, wanted: set[str]) -> set[str]:
+    """The wanted ids that a worker answering within INSPECT_TIMEOUT_S holds.
+
+    query_task finds reserved, running and ETA requests by id; but a retry has its run's
+    task_id, and when the retry message arrives before the first attempt ends, the end
+    removes the id from the worker's index, so the ETA request is only found in the
+    `scheduled` list. That list is asked of the nodes that answered, which return at once.
+    """
+    replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT_S).query_task(*sorted(wanted))
+    replies = replies or {}
+    held = {task_id for answer in replies.values() for task_id in (answer or {})}
+    if not replies:
+        return held
+    scheduled = celery_app.control.inspect(destination=list(replies), timeout=INSPECT_TIMEOUT_S,
+                                           limit=len(replies)).scheduled() or {}
+    if set(scheduled) != set(replies):
+        raise _NoAnswer(f"no answer from {', '.join(sorted(set(replies) - set(scheduled)))}")
+    held |= {(entry.get("request") or {}).get("id") for entries in scheduled.values()
+             for entry in entries or ()} & wanted
+    return held
+
+
+def _task_id(raw: bytes) -> str | None:
+    try:
+        return json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _found_in(raw: bytes, wanted: set[str]) -> set[str]:
+    """The wanted ids in one raw message (by header, else by text for odd formats)."""
+    task_id = _task_id(raw)
+    if task_id is not None:
+        return {task_id} & wanted
+    text_ = raw.decode(errors="replace")
+    return {w for w in wanted if w in text_}
+
+
+def _search_list(client: redis.Redis, key: str, wanted: set[str]) -> set[str] | None:
+    """The wanted ids in a queue list, or None when it is too long to search.
+
+    Read from the head in chunks: producers push at the head (LPUSH) and consumers pop at the
+    tail, so a message that stays in the list is never skipped, only read twice at worst.
+    """
+    length = client.llen(key)
+    if length > MAX_SCAN_MESSAGES:
+        logger.warning("recovery: %s holds %d messages; not searched", key, length)
+        return None
+    found: set[str] = set()
+    for start in range(0, length + CHUNK, CHUNK):
+        chunk = client.lrange(key, start, start + CHUNK - 1)
+        for raw in chunk:
+            found |= _found_in(raw, wanted)
+        if len(chunk) < CHUNK:
+            break
+    return found
+
+
+def _search_unacked(client: redis.Redis, key: str, wanted: set[str]) -> dict[str, set[str]]:
+    """{task_id: delivery tags} of the wanted ids in kombu's unacked hash."""
+    if client.hlen(key) > MAX_SCAN_MESSAGES:
+        raise redis.RedisError(f"{key} holds more than {MAX_SCAN_MESSAGES} entries")
+    found: dict[str, set[str]] = {}
+    for tag, value in client.hscan_iter(key, count=CHUNK):
+        try:
+            payload = json.loads(value)[0]
+            ids = {payload["headers"]["id"]} & wanted
+        except (ValueError, KeyError, TypeError, IndexError):
+            ids = _found_in(value, wanted)
+        for task_id in ids:
+            found.setdefault(task_id, set()).add(tag.decode() if isinstance(tag, bytes) else tag)
+    return found
+
+
+def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[Candidate],
+               tags: dict[str, set[str]]) -> list[int]:
+    done = []
+    with celery_app.producer_or_acquire() as producer:
+        for run in lost:
+            with db.engine.begin() as conn:
+                row = conn.execute(text(
+                    "SELECT id, task_id, task_name, args, kwargs, queue FROM job_runs "
+                    "WHERE id = :id AND state = :state AND updated_at = :updated_at "
+                    "FOR UPDATE SKIP LOCKED"
+                ), {"id": run.id, "state": run.state, "updated_at": run.updated_at}).first()
+                if row is None:  # started, cancelled or republished meanwhile
+                    continue
+                held = tags.get(run.task_id)
+                if held and not _forget_unacked(client, keys, held):
+                    continue  # kombu restored it or a consumer acked it meanwhile
+                where = ("held only by a worker that is gone" if held
+                         else "in no queue and on no worker")
+                if _truncated(row.args) or _truncated(row.kwargs):
+                    _mark(conn, row.id, "failed", "message lost (" + where + "); its arguments "
+                          "were too large to keep, so it cannot be published again")
+                    done.append(row.id)
+                    continue
+                try:
+                    _publish(celery_app, row, producer)
+                except PUBLISH_ERRORS as exc:
+                    logger.warning("recovery: broker unavailable (%s); will retry", exc)
+                    return done
+                _mark(conn, row.id, "queued", f"message lost ({where}), republished")
+            done.append(run.id)
+            logger.warning("recovery: run %s (%s): message lost (%s), republished",
+                           run.id, run.task_id, where)
+    return done
+
+
+def _forget_unacked(client: redis.Redis, keys: _Keys, tags: set[str]) -> bool:
+    """Delete these unacked entries; True when this call deleted every one of them."""
+    with client.pipeline(transaction=True) as pipe:
+        for tag in sorted(tags):
+            pipe.hdel(keys.unacked, tag)
+        pipe.zrem(keys.unacked_index, *sorted(tags))
+        removed = pipe.execute()[:-1]
+    return all(removed)
+
+
+def _truncated(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("__truncated__") is True
+
+
+def _mark(conn, run_id: int, state: str, message: str) -> None:
+    """The run's transition and its event, in one statement (as in scheduler.records)."""
+    ts = "queued_at" if state == "queued" else "failed_at"
+    extra = (", error_type = 'MessageLost', error_message = :message"
+             if state == "failed" else "")
+    conn.execute(text(f"""
+        WITH r AS (
+            UPDATE job_runs SET state = :state, {ts} = :now, updated_at = :now{extra}
+            WHERE id = :id RETURNING id, attempts
+        )
+        INSERT INTO job_events (run_id, at, state, attempt, message)
+        SELECT id, :now, :state, attempts, :message FROM r
+    """), {"id": run_id, "state": state, "now": datetime.now(timezone.utc),
+           "message": message})
+
+
+@contextmanager
+def _exclusive() -> Iterator[bool]:
+    """Hold the recovery lock for the pass if no other process holds it."""
+    with db.engine.connect() as conn:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar()
+        conn.commit()
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+                conn.commit()
