@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from app import masking
 from app.config import Config
 from app.embedded import EmbeddedServices
 
@@ -35,9 +36,18 @@ def _die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _relay(label: str, stream) -> None:
+def _secrets(env: dict[str, str]) -> list[str]:
+    """The values no relayed line may show: the app's secret settings (SECRET_KEY,
+    MAIL_PASSWORD, METRICS_TOKEN) and the passwords in its URLs, as the children get them."""
+    return masking.secret_values({k: v for k, v in env.items() if hasattr(Config, k)})
+
+
+def _relay(label: str, stream, secrets: list[str] = ()) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip("\n")
+        # A child may print a URL or a secret (a driver's error, a debug line): mask it here,
+        # the one place every line passes (issue 7).
+        line = masking.mask_text(line, secrets)
         with _print_lock:
             print(f"{label:<6} | {line}", flush=True)
 
@@ -47,7 +57,8 @@ def _spawn(label: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen
         argv, cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
     )
-    threading.Thread(target=_relay, args=(label, proc.stdout), daemon=True).start()
+    threading.Thread(target=_relay, args=(label, proc.stdout, _secrets(env)),
+                     daemon=True).start()
     return proc
 
 

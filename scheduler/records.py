@@ -6,6 +6,7 @@ on its own connection, so it never joins or disturbs the caller's ORM session.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -14,6 +15,10 @@ from sqlalchemy import Connection, text
 
 from models import db
 from models.states import FINAL_STATES, STATE_TIMESTAMP, RunState
+
+#: What PostgreSQL's text and jsonb cannot hold: U+0000 and lone UTF-16 surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])", re.I)
 
 #: Length of the preview kept when a document is over the size cap.
 PREVIEW_CHARS = 4096
@@ -42,8 +47,9 @@ def capped_json(value: Any, max_bytes: int | None = None) -> str:
         doc = json.dumps(value)
     except (TypeError, ValueError):
         doc = json.dumps({"__unserializable__": repr(value)[:PREVIEW_CHARS]})
-    if "\\u0000" in doc:
-        # PostgreSQL's jsonb cannot hold U+0000: stored as U+FFFD (the only rewrite).
+    if _UNSTORABLE_ESCAPE.search(doc):
+        # PostgreSQL's jsonb cannot hold U+0000 or a lone surrogate: stored as U+FFFD (the
+        # only rewrite).
         doc = json.dumps(_without_nul(json.loads(doc)))
     if len(doc) > max_bytes:
         return json.dumps(
@@ -54,7 +60,7 @@ def capped_json(value: Any, max_bytes: int | None = None) -> str:
 
 def _without_nul(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, list):
         return [_without_nul(v) for v in value]
     if isinstance(value, dict):
@@ -63,8 +69,8 @@ def _without_nul(value: Any) -> Any:
 
 
 def without_nul(text_value: str | None) -> str | None:
-    """Text for a PostgreSQL text column, which cannot hold U+0000 either."""
-    return text_value.replace("\x00", "\ufffd") if text_value else text_value
+    """Text for a PostgreSQL text column, which cannot hold U+0000 (nor a lone surrogate)."""
+    return _UNSTORABLE.sub("\ufffd", text_value) if text_value else text_value
 
 
 def _execute(sql: str, conn: Connection | None = None, **params: Any) -> Any:

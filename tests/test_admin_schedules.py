@@ -381,7 +381,8 @@ def test_preview_of_a_good_timing(app, viewer_client):
     ({"at": "9999-12-31T23:59:59-14:00"}, ""),
     ({"every": "1m", "start_at": "2030-01-02T00:00Z", "end_at": "2030-01-01T00:00Z"},
      "must be after"),
-    ({"every": "1m", "start_at": "\x00<script>"}, "cannot read time"),
+    # (a NUL anywhere in a query is refused 400 before any view: tests/test_hostile.py)
+    ({"every": "1m", "start_at": "<script>"}, "cannot read time"),
 ])
 def test_preview_of_bad_input_answers_200_with_the_error(app, viewer_client, params, message):
     data = _preview(viewer_client, **params)

@@ -1,14 +1,31 @@
-"""Admin page: workers and queues (read-only): Celery workers, Redis queue depths, beats."""
+"""Admin page: workers and queues (read-only): Celery workers, Redis queue depths, beats, and
+(for admins) the connection settings, credentials masked."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, render_template
+from flask_login import current_user
 
 from app.admin import bp
+from app.masking import mask_settings, mask_text
 from scheduler import stats
+
+#: The settings shown to admins: where the service connects and how it sends mail. Passwords
+#: in URLs and secret values are masked (app.masking), never shown (issue 7).
+SHOWN_SETTINGS = ("DATABASE_URL", "REDIS_URL", "MAIL_SERVER", "MAIL_PORT", "MAIL_USE_TLS",
+                  "MAIL_USE_SSL", "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_DEFAULT_SENDER",
+                  "SECRET_KEY", "METRICS_TOKEN", "MAX_CONTENT_LENGTH", "RESULT_MAX_BYTES")
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return mask_text(f"{type(exc).__name__}: {exc}")
+
+
+def _settings() -> dict[str, Any] | None:
+    if not current_user.can("admin"):
+        return None
+    return mask_settings({k: current_app.config.get(k) for k in SHOWN_SETTINGS})
 
 
 @bp.get("/system")
@@ -35,4 +52,5 @@ def system() -> str:
         workers=workers, workers_error=workers_error,
         beats=found_beats, leader=stats.beat_leader(found_beats), stale_s=stats.BEAT_STALE_S,
         pending=stats.pending_counts(), timeout_s=stats.BROKER_TIMEOUT_S,
+        settings=_settings(),
     )

@@ -4,19 +4,42 @@ Every error is JSON `{"code": "...", "message": "..."}` (plus `errors` for valid
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Flask, g, request
 from flask_smorest import Api as SmorestApi
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint as SmorestBlueprint
 from sqlalchemy.exc import DataError, OperationalError
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 from app.api.schemas import ErrorSchema
+from app.masking import mask_text
+from app.security import too_large_message
 
 PREFIX = "/api/v1"
 #: The least role for a method; viewer reads, operator acts (admin may do everything).
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class Parser(FlaskParser):
+    """webargs' parser, with every unreadable JSON body a 400 `bad_json`: besides
+    JSONDecodeError, Python's json raises ValueError for an integer of more than 4300 digits
+    and RecursionError for arrays nested deeper than the stack (both were 500s; issue 7)."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise  # webargs' own handling: 400, or "missing" for an empty body
+        except (ValueError, RecursionError) as exc:
+            self._handle_invalid_json_error(exc, req)
+
+
+class Blueprint(SmorestBlueprint):
+    ARGUMENTS_PARSER = Parser()
+
 
 bp = Blueprint("api", __name__, url_prefix=PREFIX,
                description="Runs, schedules, e-mails, workers and queues.")
@@ -47,7 +70,8 @@ class Api(SmorestApi):
 
 
 def _payload(status: int, code: str, message: str, headers: dict | None = None, **extra):
-    return {"code": code, "message": message, **extra}, status, headers or {}
+    # Messages may quote an exception (a broker error): no URL password gets out (issue 7).
+    return {"code": code, "message": mask_text(message), **extra}, status, headers or {}
 
 
 def api_error(exc: Exception):
@@ -73,6 +97,8 @@ def api_error(exc: Exception):
         headers = dict(data.get("headers") or {})
         if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)
+        if status == 413:
+            return _payload(413, code, too_large_message(), headers)
         return _payload(status, code, data.get("message") or exc.description or exc.name,
                         headers)
     if isinstance(exc, BrokerUnavailable):
@@ -83,7 +109,8 @@ def api_error(exc: Exception):
         return _payload(503, "database_unavailable",
                         "The database is not reachable; try again shortly.")
     if isinstance(exc, (DataError, OverflowError)):  # a value PostgreSQL refuses; validation should catch it
-        current_app.logger.warning("value refused by the database: %s", exc.orig)
+        current_app.logger.warning("value refused by the database: %s",
+                                   getattr(exc, "orig", exc))
         return _payload(422, "validation_error", "A value is out of range or not allowed.")
     current_app.logger.exception("unhandled API error")
     return _payload(500, "internal_error", "Something went wrong; it has been logged.")
