@@ -1,4 +1,5 @@
-"""Housekeeping tasks fired by the schedules in beat_schedule.py."""
+"""Housekeeping tasks fired by the schedules in beat_schedule.py; each is idempotent, so each
+is acknowledged late and runs again if its worker dies."""
 from __future__ import annotations
 
 from celery import shared_task
@@ -9,13 +10,13 @@ from scheduler.recovery import requeue_lost_messages
 from scheduler.sweep import sweep_lost_runs
 
 
-@shared_task(name="beat.prune_heartbeats")
+@shared_task(name="beat.prune_heartbeats", acks_late=True)
 def prune_heartbeats() -> dict[str, int]:
     """Remove the heartbeats of beat processes gone for a day."""
     return {"removed": leader.prune_heartbeats()}
 
 
-@shared_task(name="runs.prune")
+@shared_task(name="runs.prune", acks_late=True)
 def prune_runs() -> dict[str, int]:
     """Write the daily rollups, then delete finished runs older than RUN_RETENTION_DAYS."""
     result = retention.prune(int(current_app.config["RUN_RETENTION_DAYS"]))
@@ -23,7 +24,7 @@ def prune_runs() -> dict[str, int]:
             "days_sealed": result.rollups.sealed}
 
 
-@shared_task(name="runs.sweep")
+@shared_task(name="runs.sweep", acks_late=True)
 def sweep_runs() -> dict[str, int]:
     """Mark lost the running runs whose worker is gone; publish again the queued runs whose
     message is gone (issue 7)."""
