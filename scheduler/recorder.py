@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+import psycopg2
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -116,7 +117,7 @@ class _Entry:
             "start_msg": f"started on {self.host} pid {self.pid}" if self.started_at else None,
             "state": self.state,
             "at": iso(self.at),
-            "result": json.loads(self.result) if self.result is not None else None,
+            "result": self.result,  # JSON text, cast by the statement
             "error_type": self.error_type,
             "error_message": self.error_message,
             "traceback": self.traceback,
@@ -130,7 +131,7 @@ class _Entry:
 
 
 _COLUMNS = """task_id text, w_start boolean, started_at timestamptz, host text, pid int,
-    start_msg text, state text, at timestamptz, result jsonb, error_type text,
+    start_msg text, state text, at timestamptz, result text, error_type text,
     error_message text, traceback text, eta timestamptz, message text, p_at timestamptz,
     p_cur bigint, p_tot bigint, p_msg text"""
 
@@ -156,7 +157,8 @@ WITH d AS (
         worker_pid = COALESCE(d.pid, r.worker_pid),
         started_at = COALESCE(d.started_at, r.started_at),
         {_TIMESTAMPS},
-        result = CASE WHEN d.state = 'succeeded' THEN d.result ELSE r.result END,
+        result = CASE WHEN d.state = 'succeeded' THEN CAST(d.result AS jsonb)
+                      ELSE r.result END,
         error_type = CASE WHEN d.state IN {_ERROR_STATES} THEN d.error_type
                           ELSE r.error_type END,
         error_message = CASE WHEN d.state IN {_ERROR_STATES} THEN d.error_message
@@ -247,7 +249,7 @@ class Recorder:
         entry = _Entry(task_id, started_at=now, host=host, pid=pid)
         try:
             row = self._read(task_id)
-        except (DBAPIError, SQLAlchemyError) as exc:
+        except (psycopg2.Error, SQLAlchemyError) as exc:
             # The database is down: run it and write everything when it is back.
             logger.warning("run %s: cannot read its record (%s); it runs, and its record is "
                            "written when the database answers", task_id, type(exc).__name__)
@@ -261,10 +263,11 @@ class Recorder:
             started = records.start(task_id, task_name, args, kwargs, queue=queue,
                                     worker_host=host, worker_pid=pid)
             return (started[0], True) if started else (None, False)
-        if row.state in _KEEP:
-            return row.id, False
+        run_id, state = row
+        if state in _KEEP:
+            return run_id, False
         self._add(entry)
-        return row.id, True
+        return run_id, True
 
     def finish(self, task_id: str, state: RunState, at: datetime, *, result: str | None = None,
                error_type: str | None = None, error_message: str | None = None,
@@ -309,7 +312,7 @@ class Recorder:
         self._flush_now.set()
         self._thread.join(timeout=2)
         with self._reader_lock:
-            self._close_reader(invalidate=False)
+            self._close_reader()
 
     def _add(self, entry: _Entry) -> _Entry:
         with self._lock:
@@ -328,27 +331,39 @@ class Recorder:
             while len(self._pending) >= self.max_pending:
                 self._lock.wait(1.0)
 
-    def _read(self, task_id: str):
+    def _read(self, task_id: str) -> tuple[int, str] | None:
+        """(id, state) of the run's row, or None. On a connection of its own, outside the
+        pool, with a prepared statement: this read is on every run's path (issue 8)."""
         with self._reader_lock:
             for attempt in (1, 2):
                 try:
                     if self._reader is None:
-                        self._reader = self.engine.connect().execution_options(
-                            isolation_level="AUTOCOMMIT")
-                    return self._reader.execute(
-                        text("SELECT id, state FROM job_runs WHERE task_id = :t"),
-                        {"t": task_id}).first()
-                except DBAPIError:
+                        self._reader = self._connect_reader()
+                    with self._reader.cursor() as cur:
+                        cur.execute("EXECUTE beatkeeper_run_state (%s)", (task_id,))
+                        return cur.fetchone()
+                except psycopg2.Error as exc:
                     # A connection the server closed (restart): one more try on a new one.
+                    gone = self._reader is None or bool(self._reader.closed) or isinstance(
+                        exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
                     self._close_reader()
-                    if attempt == 2:
+                    if attempt == 2 or not gone:
                         raise
+        return None
 
-    def _close_reader(self, invalidate: bool = True) -> None:
+    def _connect_reader(self):
+        pooled = self.engine.raw_connection()  # the engine's connect options
+        conn = pooled.driver_connection
+        pooled.detach()  # ours for the process's life, not the pool's
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("PREPARE beatkeeper_run_state (text) AS "
+                        "SELECT id, state FROM job_runs WHERE task_id = $1")
+        return conn
+
+    def _close_reader(self) -> None:
         if self._reader is not None:
             try:
-                if invalidate:
-                    self._reader.invalidate()
                 self._reader.close()
             except Exception:  # closing a dead connection may fail: nothing to keep
                 pass
@@ -460,8 +475,6 @@ class Recorder:
 
 def _unreachable(exc: DBAPIError) -> bool:
     """Is this the database being unreachable (retry later), not a refused statement?"""
-    import psycopg2
-
     return exc.connection_invalidated or isinstance(
         exc.orig, (psycopg2.OperationalError, psycopg2.InterfaceError))
 
