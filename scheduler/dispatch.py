@@ -43,7 +43,7 @@ def release_due(celery_app: Celery, now: datetime, producer=None,
                 sent = []
                 for row in rows:
                     try:
-                        _publish(celery_app, row, prod)
+                        publish_run(celery_app, row, prod)
                     except PUBLISH_ERRORS as exc:
                         logger.warning("dispatcher: broker unavailable (%s); will retry", exc)
                         break
@@ -90,8 +90,13 @@ def next_due() -> datetime | None:
         )).scalar()
 
 
-def _publish(celery_app: Celery, row, producer) -> None:
+def publish_run(celery_app: Celery, row, producer, retries: int | None = None) -> None:
+    """Publish the message of a run that has its row (task_id, task_name, args, kwargs,
+    queue); `retries` carries the count of a run published again after a retry, so that
+    Celery's max_retries still counts from where it was."""
     options = {"producer": producer}
+    if retries:
+        options["retries"] = retries
     if row.queue:
         options["queue"] = row.queue
     task = celery_app.tasks.get(row.task_name)

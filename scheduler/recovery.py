@@ -46,7 +46,7 @@ from sqlalchemy import text
 
 from models import db
 from scheduler import stats
-from scheduler.dispatch import _publish
+from scheduler.dispatch import publish_run
 from scheduler.enqueue import PUBLISH_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
         for run in lost:
             with db.engine.begin() as conn:
                 row = conn.execute(text(
-                    "SELECT id, task_id, task_name, args, kwargs, queue FROM job_runs "
+                    "SELECT id, task_id, task_name, args, kwargs, queue, attempts FROM job_runs "
                     "WHERE id = :id AND state = :state AND updated_at = :updated_at "
                     "FOR UPDATE SKIP LOCKED"
                 ), {"id": run.id, "state": run.state, "updated_at": run.updated_at}).first()
@@ -304,7 +304,8 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
                     done.append(row.id)
                     continue
                 try:
-                    _publish(celery_app, row, producer)
+                    publish_run(celery_app, row, producer,
+                                retries=row.attempts if run.state == "retrying" else None)
                 except PUBLISH_ERRORS as exc:
                     logger.warning("recovery: broker unavailable (%s); will retry", exc)
                     return done
