@@ -166,7 +166,7 @@ class Config:
     #: Longest pause between two tries to write buffered records during an outage.
     RECORD_RETRY_MAX_S: float = _env_float("RECORD_RETRY_MAX_S", 15.0)
     #: How long an exiting worker process tries to write what it buffered.
-    RECORD_SHUTDOWN_WAIT_S: float = _env_float("RECORD_SHUTDOWN_WAIT_S", 10.0)
+    RECORD_SHUTDOWN_WAIT_S: float = _env_float("RECORD_SHUTDOWN_WAIT_S", 30.0)
     #: Where the embedded PostgreSQL and Redis keep their data.
     EMBEDDED_PATH: str = os.environ.get("EMBEDDED_PATH") or str(DEFAULT_ROOT)
 
@@ -180,7 +180,10 @@ class Config:
 
     SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {
         "pool_pre_ping": True,
-        "connect_args": {"connect_timeout": 5},
+        # TCP keepalives: a connection to a host that vanished (not a refused one) fails in
+        # about a minute instead of hanging (libpq ignores them on unix sockets).
+        "connect_args": {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30,
+                         "keepalives_interval": 10, "keepalives_count": 3},
     }
 
 

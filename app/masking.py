@@ -14,13 +14,17 @@ MASK = "***"
 #: DATABASE (a database URL is shown with its password masked instead), plus a few more.
 SECRET_NAME = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|CREDENTIAL|PRIVATE", re.I)
 
-#: A URL's scheme and authority (`scheme://[user[:password]@]host[:port]`), up to the path.
-_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<netloc>[^/?#\s]*)")
+#: A URL's scheme and authority (`scheme://[user[:password]@]host[:port]`). The user info runs
+#: to the last "@" before a space or a ";" (Celery's list of failover URLs): a password may
+#: hold "/", "?" or "#" (SQLAlchemy and redis-py accept them unencoded).
+_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)"
+                        r"(?P<netloc>[^\s;]*@[^/?#\s;@]*|[^/?#\s;]*)")
 #: A whole URL, to find the ones in a setting's text.
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s;]+")
 #: `password=...` in a query string or a libpq key/value DSN.
-_PASSWORD_PARAM = re.compile(r"(?P<key>\b(?:password|passwd|pwd)=)(?P<value>[^\s&;'\"]+)",
-                             re.I)
+_PASSWORD_PARAM = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd)\s*=\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;'\"]+)", re.I)
 #: Secret values shorter than this are not searched for in free text (they would match
 #: innocent words); URL passwords are masked whatever their length.
 MIN_SECRET_CHARS = 4
@@ -81,16 +85,15 @@ def mask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def url_passwords(*urls: str | None) -> list[str]:
     """The passwords in these URLs (to mask them where they might appear decoded)."""
-    from urllib.parse import unquote, urlsplit
+    from urllib.parse import unquote
 
     found = []
     for url in urls:
-        try:
-            password = urlsplit(url or "").password
-        except ValueError:
-            continue
-        if password:
-            found += [password, unquote(password)]
+        for match in _AUTHORITY.finditer(url or ""):
+            userinfo, at, _ = match["netloc"].rpartition("@")
+            password = userinfo.partition(":")[2] if at else ""
+            if password:
+                found += [password, unquote(password)]
     return found
 
 

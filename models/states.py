@@ -22,6 +22,11 @@ FINAL_STATES = frozenset(
     {RunState.SUCCEEDED, RunState.FAILED, RunState.REVOKED, RunState.LOST, RunState.SKIPPED}
 )
 
+#: Final states a worker's report does not overwrite: all but `lost`, which is the sweep's
+#: inference (when the worker reports after all, its word wins); a run in one of them is not
+#: run again when its message comes (a cancel, a duplicate delivery).
+SETTLED_STATES = FINAL_STATES - {RunState.LOST}
+
 #: The column of job_runs that records when a run entered each state.
 STATE_TIMESTAMP = {
     RunState.SCHEDULED: "scheduled_at",

@@ -36,20 +36,20 @@ import psycopg2
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from models.states import FINAL_STATES, RunState
+from models.states import SETTLED_STATES, RunState
 from scheduler import records
 
 logger = logging.getLogger(__name__)
 
-#: The states a worker's report may not overwrite (`lost` is overwritten: the worker's word
-#: wins over the sweep's inference).
-_KEEP = tuple(s.value for s in FINAL_STATES if s is not RunState.LOST)
+_KEEP = tuple(s.value for s in SETTLED_STATES)
 #: Outcomes a worker reports, each with its own timestamp column.
 _OUTCOMES = (RunState.SUCCEEDED, RunState.FAILED, RunState.RETRYING, RunState.QUEUED)
 #: First delay after a failed flush; doubles up to RECORD_RETRY_MAX_S.
 _RETRY_FIRST_S = 0.5
 #: Most runs written by one statement (a backlog after an outage goes in several).
 _BATCH_MAX = 1000
+#: Past this many bytes buffered (results and tracebacks of an outage), new runs wait too.
+_MAX_PENDING_BYTES = 128 * 1024 * 1024
 
 
 @dataclass
@@ -91,6 +91,12 @@ class _Entry:
             if value is not None:
                 setattr(self, f.name, value)
         newer.written = self.written
+
+    def size(self) -> int:
+        """Roughly the bytes this report holds."""
+        return 200 + sum(len(v) for v in (self.result, self.traceback, self.error_message,
+                                           self.message, self.args, self.kwargs, self.p_msg)
+                         if v)
 
     def plain(self) -> "_Entry":
         """This report without what the database may refuse (progress, result, long texts)."""
@@ -176,9 +182,9 @@ WITH d AS (
       AND (r.state NOT IN {_KEEP!r}
            -- progress alone is always kept
            OR (d.state IS NULL AND NOT d.w_start)
-           -- cancelled after it had started (before its `running` was written): the
-           -- cancel came too late; the run's outcome is what happened
-           OR (r.state = 'revoked' AND d.w_start AND r.revoked_at >= d.started_at))
+           -- cancelled after the start read found it not final (before its `running`
+           -- was written): the cancel came too late; the outcome is what happened
+           OR (r.state = 'revoked' AND d.w_start))
     RETURNING r.id, r.task_id, r.attempts
 )
 INSERT INTO job_events (run_id, at, state, attempt, message)
@@ -231,8 +237,13 @@ class Recorder:
         self._pending: dict[str, _Entry] = {}
         self._flush_now = threading.Event()
         self._stopping = False
+        #: Set by stop(): retry every 0.5 s instead of the backoff, the process is exiting.
+        self._draining = False
+        self._wake_stop = threading.Event()
         #: Runs taken out of the buffer by the writer thread and not written yet.
         self._writing = 0
+        #: Roughly the bytes buffered.
+        self._bytes = 0
         self._reader = None
         self._reader_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="beatkeeper-recorder",
@@ -303,6 +314,8 @@ class Recorder:
 
     def stop(self, timeout: float) -> None:
         """Flush what is buffered (the process is exiting), then stop the thread."""
+        self._draining = True
+        self._wake_stop.set()
         if not self.flush(timeout):
             with self._lock:
                 left = sorted(self._pending)
@@ -316,6 +329,7 @@ class Recorder:
 
     def _add(self, entry: _Entry) -> _Entry:
         with self._lock:
+            self._bytes += entry.size()
             known = self._pending.get(entry.task_id)
             if known is None:
                 self._pending[entry.task_id] = entry
@@ -323,12 +337,15 @@ class Recorder:
             known.absorb(entry)
             return known
 
+    def _full(self) -> bool:
+        return len(self._pending) >= self.max_pending or self._bytes >= _MAX_PENDING_BYTES
+
     def _wait_for_room(self) -> None:
         with self._lock:
-            if len(self._pending) >= self.max_pending:
-                logger.warning("%d run records wait for the database; runs wait too",
-                               len(self._pending))
-            while len(self._pending) >= self.max_pending:
+            if self._full():
+                logger.warning("%d run records (%d MiB) wait for the database; runs wait too",
+                               len(self._pending), self._bytes >> 20)
+            while self._full():
                 self._lock.wait(1.0)
 
     def _read(self, task_id: str) -> tuple[int, str] | None:
@@ -381,6 +398,7 @@ class Recorder:
                 batch = []
                 for task_id in list(self._pending)[:_BATCH_MAX]:
                     batch.append(self._pending.pop(task_id))
+                    self._bytes -= batch[-1].size()
                 if self._pending:
                     self._flush_now.set()  # a backlog: the next batch right after this one
                 self._writing = len(batch)
@@ -409,7 +427,7 @@ class Recorder:
                     except Exception:  # closing a dead connection may fail
                         pass
                     conn = None
-                time.sleep(delay)
+                self._wake_stop.wait(0.5 if self._draining else delay)
                 continue
             if delay:
                 logger.warning("run records written again after a database outage")
@@ -471,6 +489,7 @@ class Recorder:
                     self._pending[task_id].absorb(entry)
                 else:
                     self._pending[task_id] = entry
+            self._bytes = sum(e.size() for e in self._pending.values())
 
 
 def _unreachable(exc: DBAPIError) -> bool:

@@ -1,7 +1,10 @@
-"""Writes of job records: each state transition updates job_runs and adds a job_events row.
+"""Writes of job records by publishers, beat, the sweep and the admin actions: each state
+transition updates job_runs and adds a job_events row.
 
 Each transition is one statement (a CTE that changes the run and inserts its event), committed
-on its own connection, so it never joins or disturbs the caller's ORM session.
+on its own connection (or in the caller's `conn`), so it never joins or disturbs the caller's
+ORM session. What a worker reports about its runs (running, outcome, progress) goes through its
+process's buffered writer, scheduler.recorder, which writes a batch in one statement.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from flask import current_app
 from sqlalchemy import Connection, text
 
 from models import db
-from models.states import FINAL_STATES, STATE_TIMESTAMP, RunState
+from models.states import FINAL_STATES, SETTLED_STATES, STATE_TIMESTAMP, RunState
 
 #: What PostgreSQL's text and jsonb cannot hold: U+0000 and lone UTF-16 surrogates.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -24,11 +27,7 @@ _UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])", re.I)
 PREVIEW_CHARS = 4096
 
 _FINAL_LIST = ", ".join(f"'{s.value}'" for s in FINAL_STATES)
-# `lost` is the sweep's inference; when the worker reports after all, its word wins.
-_FINAL_BUT_LOST = ", ".join(f"'{s.value}'" for s in FINAL_STATES if s is not RunState.LOST)
-_NOT_REDOABLE = ", ".join(
-    f"'{s.value}'" for s in (RunState.SUCCEEDED, RunState.FAILED, RunState.REVOKED, RunState.SKIPPED)
-)
+_SETTLED_LIST = ", ".join(f"'{s.value}'" for s in SETTLED_STATES)
 
 
 #: Transitions a worker writes about its own run.
@@ -171,7 +170,7 @@ def start(
             ON CONFLICT (task_id) DO UPDATE SET
                 state = 'running', attempts = job_runs.attempts + 1, worker_host = :host,
                 worker_pid = :pid, started_at = :now, updated_at = :now
-            WHERE job_runs.state NOT IN ({_NOT_REDOABLE})
+            WHERE job_runs.state NOT IN ({_SETTLED_LIST})
             RETURNING id, attempts
         )
         INSERT INTO job_events (run_id, at, state, attempt, message)
@@ -204,7 +203,7 @@ def _transition(
     ts = STATE_TIMESTAMP[state]
     assignments = {"state": ":state", ts: ":now", "updated_at": ":now", **(sets or {})}
     set_sql = ", ".join(f"{col} = {expr}" for col, expr in assignments.items())
-    final = _FINAL_BUT_LOST if state in _WORKER_REPORTS else _FINAL_LIST
+    final = _SETTLED_LIST if state in _WORKER_REPORTS else _FINAL_LIST
     guard = f"AND state NOT IN ({final})" if only_if_not_final else ""
     row = _execute(
         f"""
@@ -224,48 +223,22 @@ def _transition(
     return row.run_id if row else None
 
 
-def succeed(run_id: int, result: Any) -> None:
-    _transition(
-        "id = :id",
-        RunState.SUCCEEDED,
-        None,
-        {"result": "CAST(:result AS jsonb)"},
-        id=run_id,
-        result=capped_json(result),
-    )
 
 
-def fail(run_id: int, exc: BaseException, tb: str | None) -> None:
-    _transition(
-        "id = :id",
-        RunState.FAILED,
-        f"{type(exc).__name__}: {exc}",
-        {"error_type": ":etype", "error_message": ":emsg", "traceback": ":tb"},
-        id=run_id,
-        etype=type(exc).__name__,
-        emsg=str(exc),
-        tb=tb,
-    )
 
 
-def retrying(run_id: int, exc: BaseException | None, tb: str | None, eta: datetime | None) -> None:
-    reason = f"{type(exc).__name__}: {exc}" if exc is not None else "retry requested"
-    due = f"; next attempt at {eta.isoformat()}" if eta else ""
-    _transition(
-        "id = :id",
-        RunState.RETRYING,
-        reason + due,
-        {"error_type": ":etype", "error_message": ":emsg", "traceback": ":tb", "eta": ":eta"},
-        id=run_id,
-        etype=type(exc).__name__ if exc is not None else None,
-        emsg=str(exc) if exc is not None else None,
-        tb=tb,
-        eta=eta,
-    )
 
 
-def requeued(run_id: int, reason: str) -> None:
-    _transition("id = :id", RunState.QUEUED, reason, id=run_id)
+def requeued(run_id: int, reason: str, conn: Connection | None = None) -> None:
+    """Back to `queued`: its message is published again (by the caller, after this)."""
+    _transition("id = :id", RunState.QUEUED, reason, conn=conn, id=run_id)
+
+
+def unpublishable(run_id: int, reason: str, conn: Connection | None = None) -> None:
+    """A run whose message was lost and that cannot be published again."""
+    _transition("id = :id", RunState.FAILED, reason,
+                {"error_type": "'MessageLost'", "error_message": ":emsg"}, conn=conn,
+                id=run_id, emsg=reason)
 
 
 def publish_failed(task_id: str, exc: BaseException) -> None:
@@ -307,14 +280,3 @@ def revoke_runs(run_ids: list[int], reason: str, states: Iterable[RunState]) -> 
     _transition("id = ANY(:ids) AND state = ANY(:states)", RunState.REVOKED, reason,
                 ids=run_ids, states=[RunState(s).value for s in states])
 
-
-def progress(run_id: int, current: int | None, total: int | None, message: str | None) -> None:
-    """Record progress; not a transition, so no event."""
-    with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE job_runs SET progress_current = :cur, progress_total = :tot, "
-                "progress_message = :msg, progress_at = :now WHERE id = :id"
-            ),
-            {"cur": current, "tot": total, "msg": message, "now": utcnow(), "id": run_id},
-        )

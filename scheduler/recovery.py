@@ -45,7 +45,7 @@ from flask import current_app
 from sqlalchemy import text
 
 from models import db
-from scheduler import stats
+from scheduler import records, stats
 from scheduler.dispatch import publish_run
 from scheduler.enqueue import PUBLISH_ERRORS
 
@@ -255,13 +255,19 @@ def _search_list(client: redis.Redis, key: str, wanted: set[str]) -> set[str] | 
         logger.warning("recovery: %s holds %d messages; not searched", key, length)
         return None
     found: set[str] = set()
-    for start in range(0, length + CHUNK, CHUNK):
+    start = 0
+    # To the end of the list, however it grew meanwhile: a message only moves towards the
+    # tail, so reading on until a short chunk cannot step over one that is still there.
+    while True:
         chunk = client.lrange(key, start, start + CHUNK - 1)
         for raw in chunk:
             found |= _found_in(raw, wanted)
         if len(chunk) < CHUNK:
-            break
-    return found
+            return found
+        start += CHUNK
+        if start > 2 * MAX_SCAN_MESSAGES:
+            logger.warning("recovery: %s keeps growing; not searched", key)
+            return None
 
 
 def _search_unacked(client: redis.Redis, key: str, wanted: set[str]) -> dict[str, set[str]]:
@@ -299,8 +305,9 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
                 where = ("held only by a worker that is gone" if held
                          else "in no queue and on no worker")
                 if _truncated(row.args) or _truncated(row.kwargs):
-                    _mark(conn, row.id, "failed", "message lost (" + where + "); its arguments "
-                          "were too large to keep, so it cannot be published again")
+                    records.unpublishable(row.id, f"message lost ({where}); its arguments were "
+                                          "too large to keep, so it cannot be published again",
+                                          conn=conn)
                     done.append(row.id)
                     continue
                 try:
@@ -309,7 +316,7 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
                 except PUBLISH_ERRORS as exc:
                     logger.warning("recovery: broker unavailable (%s); will retry", exc)
                     return done
-                _mark(conn, row.id, "queued", f"message lost ({where}), republished")
+                records.requeued(row.id, f"message lost ({where}), republished", conn=conn)
             done.append(run.id)
             logger.warning("recovery: run %s (%s): message lost (%s), republished",
                            run.id, run.task_id, where)
@@ -328,22 +335,6 @@ def _forget_unacked(client: redis.Redis, keys: _Keys, tags: set[str]) -> bool:
 
 def _truncated(document: Any) -> bool:
     return isinstance(document, dict) and document.get("__truncated__") is True
-
-
-def _mark(conn, run_id: int, state: str, message: str) -> None:
-    """The run's transition and its event, in one statement (as in scheduler.records)."""
-    ts = "queued_at" if state == "queued" else "failed_at"
-    extra = (", error_type = 'MessageLost', error_message = :message"
-             if state == "failed" else "")
-    conn.execute(text(f"""
-        WITH r AS (
-            UPDATE job_runs SET state = :state, {ts} = :now, updated_at = :now{extra}
-            WHERE id = :id RETURNING id, attempts
-        )
-        INSERT INTO job_events (run_id, at, state, attempt, message)
-        SELECT id, :now, :state, attempts, :message FROM r
-    """), {"id": run_id, "state": state, "now": datetime.now(timezone.utc),
-           "message": message})
 
 
 @contextmanager

@@ -3,6 +3,7 @@ schema from `alembic upgrade head`, a real `celery worker` process, and the Flas
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -322,6 +323,32 @@ def wait_for_state(app, task_id: str, *states: str, timeout: float = 30.0) -> Jo
         return run if run is not None and run.state in states else None
 
     return wait_for(check, timeout, message=f"run {task_id} to reach {states}")
+
+
+def report(app, task_id: str, state: str | None = None, *, result: Any = None,
+           error: BaseException | None = None, traceback: str | None = None,
+           progress: tuple[int, int, str] | None = None) -> None:
+    """Write what a worker reports about a run (an outcome, progress) through the worker's
+    own writer (scheduler.recorder), for tests that make runs in a given state."""
+    from models.states import RunState
+    from scheduler import records
+    from scheduler.recorder import Recorder
+
+    with app.app_context():
+        rec = Recorder(db.engine, flush_s=0.01, max_pending=10, retry_max_s=1.0)
+    try:
+        now = records.utcnow()
+        if progress is not None:
+            rec.progress(task_id, *progress, now)
+        if state is not None:
+            message = f"{type(error).__name__}: {error}" if error is not None else None
+            rec.finish(task_id, RunState(state), now, result=json.dumps(result),
+                       error_type=type(error).__name__ if error is not None else None,
+                       error_message=str(error) if error is not None else None,
+                       traceback=traceback, message=message)
+        assert rec.flush(10), "the report was not written"
+    finally:
+        rec.stop(1)
 
 
 def csrf_token(client, path: str = "/") -> str:

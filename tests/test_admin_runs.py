@@ -14,8 +14,9 @@ from models import Email, JobRun, Schedule, db
 from scheduler import records
 from scheduler import runs as run_ops
 from scheduler.enqueue import enqueue
-from tests.conftest import (csrf_token, load_run, make_user, sign_in, test_settings, wait_for,
-                            wait_for_state)
+from tests.conftest import (
+    csrf_token, load_run, make_user, report, sign_in, test_settings, wait_for, wait_for_state,
+)
 
 XSS_SCRIPT = "<script>alert(1)</script>"
 XSS_IMG = '"><img src=x onerror=alert(1)>'
@@ -38,9 +39,10 @@ def make_run(app, task: str = "demo.noop", args=(), kwargs=None, *, state: str =
             records.start(task_id, task, list(args), kwargs or {}, queue=None,
                           worker_host="test-host", worker_pid=4242)
         if state == "succeeded":
-            records.succeed(run_id, result)
+            report(app, task_id, "succeeded", result=result)
         elif state == "failed":
-            records.fail(run_id, RuntimeError(error), f"Traceback ...\nRuntimeError: {error}")
+            report(app, task_id, "failed", error=RuntimeError(error),
+                   traceback=f"Traceback ...\nRuntimeError: {error}")
         elif state == "revoked":
             records.revoke(task_id, "made revoked")
         elif state == "lost":

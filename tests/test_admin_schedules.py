@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select
 import beat_schedule
 from models import JobRun, Schedule, db
 from scheduler import records, schedules
-from tests.conftest import csrf_token, wait_for_state
+from tests.conftest import csrf_token, report, wait_for_state
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_ARG = '"><img src=x onerror=alert(1)>'
@@ -86,9 +86,9 @@ def _fake_run(app, schedule_id: int, slot: datetime, outcome: str = "succeeded",
                        scheduled_for=slot)
         run_id, _ = records.start(task_id, "demo.noop", [], {}, queue=None,
                                   worker_host="test-host", worker_pid=1)
-        if outcome == "succeeded":
-            records.succeed(run_id, {"ok": True})
-        return run_id
+    if outcome == "succeeded":
+        report(app, task_id, "succeeded", result={"ok": True})
+    return run_id
 
 
 # --- the list --------------------------------------------------------------------------------

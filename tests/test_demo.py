@@ -10,7 +10,9 @@ from celery.utils import uuid
 from app import create_app
 from models import RunState
 from scheduler import records
-from tests.conftest import csrf_token, load_run, test_settings, wait_for, wait_for_state
+from tests.conftest import (
+    csrf_token, load_run, report, test_settings, wait_for, wait_for_state,
+)
 
 
 def start_long_task(client):
@@ -70,20 +72,22 @@ def _row_in_state(app, state: RunState, **progress) -> str:
         records.create(task_id, "demo.long_task", [], {}, trigger="web")
         if state is RunState.QUEUED:
             return task_id
-        run_id, _ = records.start(task_id, "demo.long_task", [], {}, queue=None,
-                                  worker_host="h", worker_pid=1)
-        if progress:
-            records.progress(run_id, progress["current"], progress["total"], progress["message"])
+        records.start(task_id, "demo.long_task", [], {}, queue=None, worker_host="h",
+                      worker_pid=1)
+    if progress:
+        report(app, task_id, progress=(progress["current"], progress["total"],
+                                       progress["message"]))
+    with app.app_context():
         if state is RunState.RUNNING:
             pass
         elif state is RunState.RETRYING:
-            records.retrying(run_id, ValueError("flaky"), None, None)
+            report(app, task_id, "retrying", error=ValueError("flaky"))
         elif state is RunState.REVOKED:
             records.revoke(task_id, "stopped", states=[RunState.RUNNING])
         elif state is RunState.FAILED:
-            records.fail(run_id, ValueError("it broke"), None)
+            report(app, task_id, "failed", error=ValueError("it broke"))
         elif state is RunState.SUCCEEDED:
-            records.succeed(run_id, {"some": "value"})
+            report(app, task_id, "succeeded", result={"some": "value"})
         else:  # lost and skipped come from later issues' sweep and scheduler
             from sqlalchemy import text
             from models import db

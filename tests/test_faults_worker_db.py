@@ -9,7 +9,6 @@ import threading
 import time
 
 import pgserver
-import psutil
 import pytest
 from sqlalchemy import create_engine, text
 

@@ -17,8 +17,7 @@ from sqlalchemy import select, text
 from app import create_app
 from models import Email, JobRun, db
 from scheduler.enqueue import enqueue
-from tests.conftest import (csrf_token, load_run, make_user, test_settings, wait_for,
-                            wait_for_state)
+from tests.conftest import csrf_token, load_run, make_user, test_settings, wait_for_state
 
 API = "/api/v1"
 #: Five megabytes: far over RESULT_MAX_BYTES (64 KiB) and MAX_CONTENT_LENGTH (1 MiB).

@@ -59,6 +59,15 @@ def _free_port() -> int:
      "postgresql://postgres:@/postgres?host=/tmp/pg"),
     ("redis://cache:6379/0", "redis://cache:6379/0"),
     ("postgresql://db/jobs?user=bob&password=s3cr3t", "postgresql://db/jobs?user=bob&password=***"),
+    # "/", "?" and "#" unescaped in a password (SQLAlchemy and redis-py accept them)
+    ("postgresql://bk:s3cr/et@db/bk", "postgresql://bk:***@db/bk"),
+    ("postgresql://bk:a?b#c@db:5432/bk", "postgresql://bk:***@db:5432/bk"),
+    # Celery's failover list: every URL of it
+    ("redis://:pw1x@h1:6379/0;redis://:pw2x@h2:6379/0",
+     "redis://:***@h1:6379/0;redis://:***@h2:6379/0"),
+    # a libpq DSN with a quoted password, and a path with an @ that is no login
+    ("dbname=jobs password='se cret' host=db", "dbname=jobs password=*** host=db"),
+    ("https://example.com/people/bob@example.com", "https://example.com/people/bob@example.com"),
 ])
 def test_mask_url_hides_the_password_only(url, shown):
     assert mask_url(url) == shown

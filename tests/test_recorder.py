@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from models import db
 from models.states import RunState
 from scheduler import records
@@ -12,9 +14,12 @@ from scheduler.recorder import Recorder
 from tests.conftest import load_run, wait_for_state
 
 
-def _recorder(app) -> Recorder:
+@pytest.fixture
+def rec(app, services):
     with app.app_context():
-        return Recorder(db.engine, flush_s=0.05, max_pending=100, retry_max_s=1.0)
+        recorder = Recorder(db.engine, flush_s=0.05, max_pending=100, retry_max_s=1.0)
+    yield recorder
+    recorder.stop(1)
 
 
 def _queued(app, name: str = "demo.noop") -> str:
@@ -38,8 +43,7 @@ def test_a_short_run_on_a_real_worker_has_its_whole_timeline(app, worker):
     assert run.result == {"args": [1], "kwargs": {"a": 2}}
 
 
-def test_many_runs_are_written_in_one_batch_with_both_transitions(app, services):
-    rec = _recorder(app)
+def test_many_runs_are_written_in_one_batch_with_both_transitions(app, rec):
     ids = [_queued(app) for _ in range(30)]
     with app.app_context():
         for task_id in ids:
@@ -53,22 +57,18 @@ def test_many_runs_are_written_in_one_batch_with_both_transitions(app, services)
         assert run.state == "succeeded" and run.result == {"ok": True}
         assert _timeline(run) == [("queued", 0), ("running", 1), ("succeeded", 1)]
         assert run.started_at <= run.succeeded_at
-    rec.stop(1)
 
 
-def test_a_run_already_final_is_not_started_again(app, services):
-    rec = _recorder(app)
+def test_a_run_already_final_is_not_started_again(app, rec):
     task_id = _queued(app)
     with app.app_context():
         records.revoke(task_id, "cancelled by a test")
         _, go = rec.begin(task_id, "demo.noop", [], {}, queue=None, host="h", pid=1,
                           now=records.utcnow())
     assert go is False
-    rec.stop(1)
 
 
-def test_a_record_the_database_refuses_does_not_hold_back_the_others(app, services, caplog):
-    rec = _recorder(app)
+def test_a_record_the_database_refuses_does_not_hold_back_the_others(app, rec, caplog):
     bad, good = _queued(app), _queued(app)
     with app.app_context():
         for task_id in (bad, good):
@@ -83,11 +83,9 @@ def test_a_record_the_database_refuses_does_not_hold_back_the_others(app, servic
     assert kept.progress_current is None
     assert load_run(app, good).result == {"ok": 1}
     assert "refused by the database" in caplog.text
-    rec.stop(1)
 
 
-def test_an_outcome_waits_for_the_write_when_asked(app, services):
-    rec = _recorder(app)
+def test_an_outcome_waits_for_the_write_when_asked(app, rec):
     task_id = _queued(app)
     with app.app_context():
         rec.begin(task_id, "demo.noop", [], {}, queue=None, host="h", pid=1,
@@ -96,4 +94,3 @@ def test_an_outcome_waits_for_the_write_when_asked(app, services):
                           error_message="boom", message="E: boom", wait=True)
     run = load_run(app, task_id)  # written before finish() returned
     assert run.state == "failed" and run.error_message == "boom"
-    rec.stop(1)
