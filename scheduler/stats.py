@@ -147,6 +147,7 @@ def _day_start(day: date) -> datetime:
 class FailureRate:
     failures: int  #: failed + lost
     final: int  #: runs in a final state
+    runs: int  #: every run created in the window
 
     @property
     def rate(self) -> float | None:
@@ -154,16 +155,19 @@ class FailureRate:
 
 
 def failure_rates(now: datetime | None = None) -> dict[str, FailureRate]:
-    """Failed+lost over final runs created in the last 24 h and 7 d: {"24h": ..., "7d": ...}."""
+    """Failed+lost over final runs created in the last 24 h and 7 d, and all runs created in
+    them: {"24h": ..., "7d": ...}."""
     now = now or utcnow()
     row = db.session.execute(text(f"""
         SELECT count(*) FILTER (WHERE state IN ({_in(FAILURE_STATES)}) AND created_at >= :day),
                count(*) FILTER (WHERE state IN ({_in(_FINAL)}) AND created_at >= :day),
+               count(*) FILTER (WHERE created_at >= :day),
                count(*) FILTER (WHERE state IN ({_in(FAILURE_STATES)})),
-               count(*) FILTER (WHERE state IN ({_in(_FINAL)}))
+               count(*) FILTER (WHERE state IN ({_in(_FINAL)})),
+               count(*)
         FROM job_runs WHERE created_at >= :week
     """), {"day": now - timedelta(hours=24), "week": now - timedelta(days=7)}).one()
-    return {"24h": FailureRate(row[0], row[1]), "7d": FailureRate(row[2], row[3])}
+    return {"24h": FailureRate(*row[:3]), "7d": FailureRate(*row[3:])}
 
 
 @dataclass

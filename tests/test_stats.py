@@ -105,9 +105,9 @@ def test_failure_rates_count_failed_and_lost_over_final_runs(ctx):
     db.session.commit()
 
     rates = stats.failure_rates(NOW)
-    assert (rates["24h"].failures, rates["24h"].final) == (3, 10)
+    assert (rates["24h"].failures, rates["24h"].final, rates["24h"].runs) == (3, 10, 14)
     assert rates["24h"].rate == pytest.approx(0.3)
-    assert (rates["7d"].failures, rates["7d"].final) == (5, 20)
+    assert (rates["7d"].failures, rates["7d"].final, rates["7d"].runs) == (5, 20, 24)
     assert rates["7d"].rate == pytest.approx(0.25)
 
 
