@@ -81,11 +81,13 @@ class _Entry:
     kwargs: str | None = None
     queue: str | None = None
     written: threading.Event = field(default_factory=threading.Event)
+    #: The bytes this entry adds to the Recorder's total while it is pending.
+    counted: int = 0
 
     def absorb(self, newer: "_Entry") -> None:
         """Merge a later report about the same run (a flush failed in between)."""
         for f in fields(self):
-            if f.name in ("task_id", "written"):
+            if f.name in ("task_id", "written", "counted"):
                 continue
             value = getattr(newer, f.name)
             if value is not None:
@@ -227,8 +229,9 @@ class Recorder:
     """Buffered writes of one worker process's run records (see the module docstring)."""
 
     def __init__(self, engine: Engine, flush_s: float, max_pending: int,
-                 retry_max_s: float) -> None:
+                 retry_max_s: float, max_bytes: int = _MAX_PENDING_BYTES) -> None:
         self.engine = engine
+        self.max_bytes = max_bytes
         self.flush_s = flush_s
         self.max_pending = max_pending
         self.retry_max_s = retry_max_s
@@ -328,17 +331,26 @@ class Recorder:
             self._close_reader()
 
     def _add(self, entry: _Entry) -> _Entry:
+        # _bytes is the sum of what each pending entry was counted at (`counted`): a merge
+        # counts only the difference, and taking an entry out subtracts exactly what it
+        # added, so the sum cannot drift however often reports merge.
         with self._lock:
-            self._bytes += entry.size()
             known = self._pending.get(entry.task_id)
             if known is None:
-                self._pending[entry.task_id] = entry
-                return entry
-            known.absorb(entry)
+                self._pending[entry.task_id] = known = entry
+            else:
+                known.absorb(entry)
+            self._count(known)
             return known
 
+    def _count(self, entry: _Entry) -> None:
+        """Bring _bytes up to date with entry's size (under the lock)."""
+        size = entry.size()
+        self._bytes += size - entry.counted
+        entry.counted = size
+
     def _full(self) -> bool:
-        return len(self._pending) >= self.max_pending or self._bytes >= _MAX_PENDING_BYTES
+        return len(self._pending) >= self.max_pending or self._bytes >= self.max_bytes
 
     def _wait_for_room(self) -> None:
         with self._lock:
@@ -397,8 +409,10 @@ class Recorder:
             with self._lock:
                 batch = []
                 for task_id in list(self._pending)[:_BATCH_MAX]:
-                    batch.append(self._pending.pop(task_id))
-                    self._bytes -= batch[-1].size()
+                    entry = self._pending.pop(task_id)
+                    self._bytes -= entry.counted
+                    entry.counted = 0
+                    batch.append(entry)
                 if self._pending:
                     self._flush_now.set()  # a backlog: the next batch right after this one
                 self._writing = len(batch)
@@ -489,7 +503,10 @@ class Recorder:
                     self._pending[task_id].absorb(entry)
                 else:
                     self._pending[task_id] = entry
-            self._bytes = sum(e.size() for e in self._pending.values())
+            self._bytes = 0
+            for entry in self._pending.values():
+                entry.counted = 0
+                self._count(entry)
 
 
 def _unreachable(exc: DBAPIError) -> bool:

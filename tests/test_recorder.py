@@ -2,6 +2,7 @@
 running+outcome write of short runs, and records the database refuses."""
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -94,3 +95,33 @@ def test_an_outcome_waits_for_the_write_when_asked(app, rec):
                           error_message="boom", message="E: boom", wait=True)
     run = load_run(app, task_id)  # written before finish() returned
     assert run.state == "failed" and run.error_message == "boom"
+
+
+def test_runs_merged_before_a_write_leave_no_bytes_counted(app, services):
+    """Each short run's start, progress and outcome merge into one pending report; the bound
+    on buffered bytes must count that report once, or it fills with nothing pending and
+    every later run waits for ever. 600 runs of ~650 bytes would pass the 64 KB bound many
+    times over if merges were counted twice."""
+    with app.app_context():
+        recorder = Recorder(db.engine, flush_s=3600, max_pending=1000, retry_max_s=1.0,
+                            max_bytes=64 * 1024)
+    try:
+        ids = [_queued(app) for _ in range(600)]
+        with app.app_context():
+            for n, task_id in enumerate(ids):
+                started = threading.Thread(target=recorder.begin, daemon=True, kwargs=dict(
+                    task_id=task_id, task_name="demo.noop", args=[], kwargs={}, queue=None,
+                    host="h", pid=1, now=records.utcnow()))
+                started.start()
+                started.join(10)
+                assert not started.is_alive(), f"run {n} waits for room in an empty buffer"
+                recorder.progress(task_id, 1, 2, "half way " * 20, records.utcnow())
+                recorder.finish(task_id, RunState.SUCCEEDED, records.utcnow(),
+                                result='{"ok": true}')
+                if n % 50 == 49:
+                    assert recorder.flush(10)
+            assert recorder.flush(10)
+        assert recorder._bytes == 0
+        assert load_run(app, ids[-1]).state == "succeeded"
+    finally:
+        recorder.stop(1)
