@@ -56,6 +56,9 @@ class JobRun(db.Model):
     queue: Mapped[str | None] = mapped_column(String(255))
     args: Mapped[Any | None] = mapped_column(JSONB)
     kwargs: Mapped[Any | None] = mapped_column(JSONB)
+    #: The call exactly as Celery's JSON encodes it ({"args": [...], "kwargs": {...}}), never
+    #: capped: what a later publish of this run sends (args/kwargs are the capped display copy).
+    call_json: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     worker_host: Mapped[str | None] = mapped_column(String(255))
     worker_pid: Mapped[int | None] = mapped_column(Integer)

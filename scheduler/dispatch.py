@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from models import db
-from scheduler import records
+from scheduler import payload, records
 from scheduler.enqueue import PUBLISH_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -29,29 +29,37 @@ _AFTER_COMMIT = "beatkeeper_release_after_commit"
 def release_due(celery_app: Celery, now: datetime, producer=None,
                 run_ids: list[int] | None = None) -> int:
     """Publish every scheduled run due at `now` (only `run_ids`, when given); return how many
-    were released."""
+    were released. A run whose message cannot be made (its call not kept, a task that refuses
+    its arguments) is recorded failed with the reason, and the others go on."""
     released = 0
     only = "AND id = ANY(:ids) " if run_ids is not None else ""
     with celery_app.producer_or_acquire(producer) as prod:
         while True:
             with db.engine.begin() as conn:
                 rows = conn.execute(text(
-                    "SELECT id, task_id, task_name, args, kwargs, queue FROM job_runs "
-                    f"WHERE state = 'scheduled' AND eta <= :now {only}ORDER BY eta, id "
-                    "LIMIT :batch FOR UPDATE SKIP LOCKED"
+                    "SELECT id, task_id, task_name, args, kwargs, call_json, queue "
+                    f"FROM job_runs WHERE state = 'scheduled' AND eta <= :now {only}"
+                    "ORDER BY eta, id LIMIT :batch FOR UPDATE SKIP LOCKED"
                 ), {"now": now, "batch": BATCH, "ids": run_ids}).all()
-                sent = []
+                sent, refused = [], 0
                 for row in rows:
                     try:
                         publish_run(celery_app, row, prod)
                     except PUBLISH_ERRORS as exc:
                         logger.warning("dispatcher: broker unavailable (%s); will retry", exc)
                         break
+                    except Exception as exc:  # noqa: BLE001 - one bad row must not stop beat
+                        reason = f"could not publish: {type(exc).__name__}: {exc}"
+                        logger.error("dispatcher: run %s (%s): %s", row.id, row.task_id, reason)
+                        records.unpublishable(row.id, reason, conn=conn,
+                                              error_type=type(exc).__name__)
+                        refused += 1
+                        continue
                     sent.append(row.id)
                 if sent:
                     records.released(sent, conn)
             released += len(sent)
-            if len(rows) < BATCH or len(sent) < len(rows):
+            if len(rows) < BATCH or len(sent) + refused < len(rows):
                 return released
 
 
@@ -92,8 +100,10 @@ def next_due() -> datetime | None:
 
 def publish_run(celery_app: Celery, row, producer, retries: int | None = None) -> None:
     """Publish the message of a run that has its row (task_id, task_name, args, kwargs,
-    queue); `retries` carries the count of a run published again after a retry, so that
-    Celery's max_retries still counts from where it was."""
+    call_json, queue) with the exact call it was given; `retries` carries the count of a run
+    published again after a retry, so that Celery's max_retries still counts from where it
+    was. Raises payload.CallNotKept when the row kept no usable copy of its call."""
+    args, kwargs = payload.decode_call(row.call_json, row.args, row.kwargs)
     options = {"producer": producer}
     if retries:
         options["retries"] = retries
@@ -101,6 +111,6 @@ def publish_run(celery_app: Celery, row, producer, retries: int | None = None) -
         options["queue"] = row.queue
     task = celery_app.tasks.get(row.task_name)
     if task is not None and hasattr(task, "publish"):
-        task.publish(row.task_id, row.args, row.kwargs, **options)
+        task.publish(row.task_id, args, kwargs, **options)
     else:  # not registered here: publish by name; the worker that knows it runs it
-        celery_app.send_task(row.task_name, row.args, row.kwargs, task_id=row.task_id, **options)
+        celery_app.send_task(row.task_name, args, kwargs, task_id=row.task_id, **options)

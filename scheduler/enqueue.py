@@ -50,3 +50,25 @@ def enqueue(
         options["queue"] = queue
     result = task.apply_async(list(args), dict(kwargs or {}), task_id=task_id, **options)
     return result.id
+
+
+def routed_queue(celery_app: Any, task_name: str, args: Any, kwargs: Any,
+                 options: dict[str, Any]) -> str | None:
+    """The queue a message with these options goes to, after `task_routes` and a
+    `routing_key`, as Celery's router and its amqp publisher decide it: the queue that
+    recovery searches for the run's message and that a later publish of the run uses."""
+    routed = celery_app.amqp.router.route(dict(options), task_name, args, kwargs)
+    queue = routed.get("queue")
+    if queue is None or isinstance(queue, str):
+        return queue
+    key = routed.get("routing_key")
+    if not key or key == queue.routing_key:
+        return queue.name
+    exchange = routed.get("exchange") or queue.exchange
+    exchange = getattr(exchange, "name", exchange)
+    for declared in celery_app.amqp.queues.values():
+        if declared.routing_key == key and declared.exchange.name == exchange:
+            return declared.name
+    # A direct exchange delivers by routing key; with Celery's automatic queues the queue is
+    # named after it.
+    return key

@@ -37,7 +37,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models.states import SETTLED_STATES, RunState
-from scheduler import records
+from scheduler import payload, records
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class _Entry:
     task_name: str | None = None
     args: str | None = None
     kwargs: str | None = None
+    call_json: str | None = None
     queue: str | None = None
     written: threading.Event = field(default_factory=threading.Event)
     #: The bytes this entry adds to the Recorder's total while it is pending.
@@ -97,7 +98,8 @@ class _Entry:
     def size(self) -> int:
         """Roughly the bytes this report holds."""
         return 200 + sum(len(v) for v in (self.result, self.traceback, self.error_message,
-                                           self.message, self.args, self.kwargs, self.p_msg)
+                                           self.message, self.args, self.kwargs, self.p_msg,
+                                           self.call_json)
                          if v)
 
     def plain(self) -> "_Entry":
@@ -107,7 +109,8 @@ class _Entry:
                       error_message=_short(self.error_message), eta=self.eta,
                       message=_short(self.message), task_name=self.task_name,
                       args="null" if self.task_name else None,
-                      kwargs="null" if self.task_name else None, queue=self.queue)
+                      kwargs="null" if self.task_name else None, call_json=self.call_json,
+                      queue=self.queue)
         if self.result is not None:
             copy.result = json.dumps({"__unstorable__": True})
         return copy
@@ -204,11 +207,12 @@ ORDER BY e.n
 _CREATE_SQL = """
 WITH d AS (
     SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
-        AS d(task_id text, task_name text, args jsonb, kwargs jsonb, queue text, at timestamptz)
+        AS d(task_id text, task_name text, args jsonb, kwargs jsonb, call_json text,
+             queue text, at timestamptz)
 ), r AS (
-    INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, queued_at,
-                          created_at, updated_at)
-    SELECT task_id, task_name, 'queued', queue, args, kwargs, at, at, at FROM d
+    INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, call_json,
+                          queued_at, created_at, updated_at)
+    SELECT task_id, task_name, 'queued', queue, args, kwargs, call_json, at, at, at FROM d
     ON CONFLICT DO NOTHING
     RETURNING id, queued_at
 )
@@ -268,8 +272,8 @@ class Recorder:
             logger.warning("run %s: cannot read its record (%s); it runs, and its record is "
                            "written when the database answers", task_id, type(exc).__name__)
             entry.task_name, entry.queue = task_name, queue
-            entry.args = records.capped_json(list(args or ()))
-            entry.kwargs = records.capped_json(dict(kwargs or {}))
+            call = payload.encode_call(args, kwargs)
+            entry.args, entry.kwargs, entry.call_json = call.args, call.kwargs, call.call_json
             self._add(entry)
             return None, True
         if row is None:
@@ -457,7 +461,7 @@ class Recorder:
     def _write(self, conn, batch: list[_Entry]) -> None:
         create = [
             {"task_id": e.task_id, "task_name": e.task_name, "args": json.loads(e.args),
-             "kwargs": json.loads(e.kwargs), "queue": e.queue,
+             "kwargs": json.loads(e.kwargs), "call_json": e.call_json, "queue": e.queue,
              "at": (e.started_at or records.utcnow()).isoformat()}
             for e in batch if e.task_name is not None
         ]

@@ -8,23 +8,14 @@ process's buffered writer, scheduler.recorder, which writes a batch in one state
 """
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from flask import current_app
 from sqlalchemy import Connection, text
 
 from models import db
 from models.states import FINAL_STATES, SETTLED_STATES, STATE_TIMESTAMP, RunState
-
-#: What PostgreSQL's text and jsonb cannot hold: U+0000 and lone UTF-16 surrogates.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])", re.I)
-
-#: Length of the preview kept when a document is over the size cap.
-PREVIEW_CHARS = 4096
+from scheduler.payload import encode_call
 
 _FINAL_LIST = ", ".join(f"'{s.value}'" for s in FINAL_STATES)
 _SETTLED_LIST = ", ".join(f"'{s.value}'" for s in SETTLED_STATES)
@@ -36,40 +27,6 @@ _WORKER_REPORTS = (RunState.SUCCEEDED, RunState.FAILED, RunState.RETRYING)
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def capped_json(value: Any, max_bytes: int | None = None) -> str:
-    """Serialize value to JSON text; over max_bytes, return a truncation marker instead."""
-    if max_bytes is None:
-        max_bytes = current_app.config["RESULT_MAX_BYTES"]
-    try:
-        doc = json.dumps(value)
-    except (TypeError, ValueError):
-        doc = json.dumps({"__unserializable__": repr(value)[:PREVIEW_CHARS]})
-    if _UNSTORABLE_ESCAPE.search(doc):
-        # PostgreSQL's jsonb cannot hold U+0000 or a lone surrogate: stored as U+FFFD (the
-        # only rewrite).
-        doc = json.dumps(_without_nul(json.loads(doc)))
-    if len(doc) > max_bytes:
-        return json.dumps(
-            {"__truncated__": True, "bytes": len(doc.encode()), "preview": doc[:PREVIEW_CHARS]}
-        )
-    return doc
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    return value
-
-
-def without_nul(text_value: str | None) -> str | None:
-    """Text for a PostgreSQL text column, which cannot hold U+0000 (nor a lone surrogate)."""
-    return _UNSTORABLE.sub("\ufffd", text_value) if text_value else text_value
 
 
 def _execute(sql: str, conn: Connection | None = None, **params: Any) -> Any:
@@ -100,7 +57,9 @@ def create(
 
     Returns the new run's id, or None when a row for task_id, or for this slot of the
     schedule, already exists (it is left untouched): the caller must then not publish.
+    Raises kombu's EncodeError, before writing anything, for arguments Celery cannot encode.
     """
+    call = encode_call(args, kwargs)
     if skip_reason is not None:
         state = RunState.SKIPPED
     else:
@@ -114,10 +73,10 @@ def create(
         f"""
         WITH r AS (
             INSERT INTO job_runs (task_id, task_name, state, trigger, queue, args, kwargs,
-                                  eta, schedule_id, scheduled_for, skip_reason, rerun_of_id,
-                                  created_at, updated_at, {ts})
+                                  call_json, eta, schedule_id, scheduled_for, skip_reason,
+                                  rerun_of_id, created_at, updated_at, {ts})
             VALUES (:task_id, :task_name, :state, :trigger, :queue,
-                    CAST(:args AS jsonb), CAST(:kwargs AS jsonb), :eta, :schedule_id,
+                    CAST(:args AS jsonb), CAST(:kwargs AS jsonb), :call_json, :eta, :schedule_id,
                     :scheduled_for, :skip_reason, :rerun_of_id, :now, :now, :now)
             ON CONFLICT DO NOTHING
             RETURNING id
@@ -132,8 +91,9 @@ def create(
         state=state.value,
         trigger=trigger,
         queue=queue,
-        args=capped_json(list(args or ())),
-        kwargs=capped_json(dict(kwargs or {})),
+        args=call.args,
+        kwargs=call.kwargs,
+        call_json=call.call_json,
         eta=eta,
         schedule_id=schedule_id,
         scheduled_for=scheduled_for,
@@ -160,13 +120,15 @@ def start(
     Returns (run id, attempt), or None when the run is already final (cancelled before it
     started, or a duplicate delivery of a finished run): the body must not run.
     """
+    call = encode_call(args, kwargs)
     row = _execute(
         f"""
         WITH r AS (
-            INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, attempts,
-                                  worker_host, worker_pid, created_at, updated_at, started_at)
+            INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, call_json,
+                                  attempts, worker_host, worker_pid, created_at, updated_at,
+                                  started_at)
             VALUES (:task_id, :task_name, 'running', :queue, CAST(:args AS jsonb),
-                    CAST(:kwargs AS jsonb), 1, :host, :pid, :now, :now, :now)
+                    CAST(:kwargs AS jsonb), :call_json, 1, :host, :pid, :now, :now, :now)
             ON CONFLICT (task_id) DO UPDATE SET
                 state = 'running', attempts = job_runs.attempts + 1, worker_host = :host,
                 worker_pid = :pid, started_at = :now, updated_at = :now
@@ -180,8 +142,9 @@ def start(
         task_id=task_id,
         task_name=task_name,
         queue=queue,
-        args=capped_json(list(args or ())),
-        kwargs=capped_json(dict(kwargs or {})),
+        args=call.args,
+        kwargs=call.kwargs,
+        call_json=call.call_json,
         host=worker_host,
         pid=worker_pid,
         now=utcnow(),
@@ -223,22 +186,18 @@ def _transition(
     return row.run_id if row else None
 
 
-
-
-
-
-
-
 def requeued(run_id: int, reason: str, conn: Connection | None = None) -> None:
     """Back to `queued`: its message is published again (by the caller, after this)."""
     _transition("id = :id", RunState.QUEUED, reason, conn=conn, id=run_id)
 
 
-def unpublishable(run_id: int, reason: str, conn: Connection | None = None) -> None:
-    """A run whose message was lost and that cannot be published again."""
+def unpublishable(run_id: int, reason: str, conn: Connection | None = None,
+                  error_type: str = "MessageLost") -> None:
+    """A run whose message cannot be published (again): lost with arguments not kept, or
+    refused when it was made."""
     _transition("id = :id", RunState.FAILED, reason,
-                {"error_type": "'MessageLost'", "error_message": ":emsg"}, conn=conn,
-                id=run_id, emsg=reason)
+                {"error_type": ":etype", "error_message": ":emsg"}, conn=conn,
+                id=run_id, emsg=reason, etype=error_type[:255])
 
 
 def publish_failed(task_id: str, exc: BaseException) -> None:

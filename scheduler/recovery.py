@@ -293,7 +293,8 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
         for run in lost:
             with db.engine.begin() as conn:
                 row = conn.execute(text(
-                    "SELECT id, task_id, task_name, args, kwargs, queue, attempts FROM job_runs "
+                    "SELECT id, task_id, task_name, args, kwargs, call_json, queue, attempts "
+                    "FROM job_runs "
                     "WHERE id = :id AND state = :state AND updated_at = :updated_at "
                     "FOR UPDATE SKIP LOCKED"
                 ), {"id": run.id, "state": run.state, "updated_at": run.updated_at}).first()
@@ -304,18 +305,18 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
                     continue  # kombu restored it or a consumer acked it meanwhile
                 where = ("held only by a worker that is gone" if held
                          else "in no queue and on no worker")
-                if _truncated(row.args) or _truncated(row.kwargs):
-                    records.unpublishable(row.id, f"message lost ({where}); its arguments were "
-                                          "too large to keep, so it cannot be published again",
-                                          conn=conn)
-                    done.append(row.id)
-                    continue
                 try:
                     publish_run(celery_app, row, producer,
                                 retries=row.attempts if run.state == "retrying" else None)
                 except PUBLISH_ERRORS as exc:
                     logger.warning("recovery: broker unavailable (%s); will retry", exc)
                     return done
+                except Exception as exc:  # noqa: BLE001 - its call not kept, or refused
+                    records.unpublishable(row.id, f"message lost ({where}) and it cannot be "
+                                          f"published again: {type(exc).__name__}: {exc}",
+                                          conn=conn)
+                    done.append(row.id)
+                    continue
                 records.requeued(row.id, f"message lost ({where}), republished", conn=conn)
             done.append(run.id)
             logger.warning("recovery: run %s (%s): message lost (%s), republished",
@@ -331,10 +332,6 @@ def _forget_unacked(client: redis.Redis, keys: _Keys, tags: set[str]) -> bool:
         pipe.zrem(keys.unacked_index, *sorted(tags))
         removed = pipe.execute()[:-1]
     return all(removed)
-
-
-def _truncated(document: Any) -> bool:
-    return isinstance(document, dict) and document.get("__truncated__") is True
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Row, Select, Text, cast, func, or_, select
 from sqlalchemy.orm import aliased, selectinload
 
 from models import FINAL_STATES, Email, JobRun, RunState, Schedule, db
-from scheduler import records
+from scheduler import payload, records
 from scheduler.enqueue import PUBLISH_ERRORS, BrokerUnavailable, UnknownTask, enqueue
 
 #: Runs per page, by default and at most.
@@ -467,11 +467,11 @@ def retry(run: JobRun, *, by: str = "") -> ActionResult:
 def _start_copy(run: JobRun, trigger: str) -> int:
     """Enqueue a copy of run and link it; return the new run's id. BrokerUnavailable when
     Redis refused it (the new run is then recorded failed, and linked all the same)."""
-    args, kwargs = run.args if run.args is not None else [], run.kwargs or {}
-    if not isinstance(args, list) or not isinstance(kwargs, dict) \
-            or "__truncated__" in kwargs or "__unserializable__" in kwargs:
+    try:
+        args, kwargs = payload.decode_call(run.call_json, run.args, run.kwargs)
+    except payload.CallNotKept:
         raise RunActionError(f"run {run.id} kept no copy of its arguments (they were too big "
-                             "or not JSON); it cannot be started again from here")
+                             "or not JSON); it cannot be started again from here") from None
     task_id = uuid()
     try:
         enqueue(run.task_name, args, kwargs, trigger=trigger, queue=run.queue,

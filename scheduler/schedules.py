@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from flask import current_app
+from kombu.utils.json import dumps as celery_dumps
 from sqlalchemy import delete, select, text
 
 from models import Schedule, db
@@ -73,9 +74,14 @@ def _json_value(value: Any, kind: type, label: str) -> Any:
             value = json.loads(value)
         except ValueError as exc:
             raise ScheduleError(f"{label} is not valid JSON: {exc}") from None
-    if not isinstance(value, kind):
+    if not isinstance(value, (list, tuple) if kind is list else kind):
         raise ScheduleError(f"{label} must be a JSON {'array' if kind is list else 'object'}")
-    return value
+    try:
+        # Python values of a schedule defined in code (a date, a Decimal) are stored as
+        # Celery's JSON encodes them; the worker decodes them as it would from any message.
+        return json.loads(celery_dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ScheduleError(f"{label} cannot be sent in a Celery JSON message: {exc}") from None
 
 
 def _check_task(name: str) -> str:

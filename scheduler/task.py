@@ -16,8 +16,8 @@ from flask import current_app, has_app_context
 
 from models import db
 from models.states import RunState
-from scheduler import alerts, recorder, records
-from scheduler.enqueue import PUBLISH_ERRORS, BrokerUnavailable
+from scheduler import alerts, payload, recorder, records
+from scheduler.enqueue import PUBLISH_ERRORS, BrokerUnavailable, routed_queue
 
 
 def _due_time(options: dict[str, Any]) -> datetime | None:
@@ -93,15 +93,15 @@ class FlaskTask(Task):
                                           f"{type(exc).__name__}: {exc}")
                 raise
             rec.finish(task_id, RunState.SUCCEEDED, records.utcnow(),
-                       result=records.capped_json(result), wait=late)
+                       result=payload.capped_json(result), wait=late)
             return result
 
     @staticmethod
     def _failed(rec: recorder.Recorder, task_id: str, exc: BaseException, tb: str,
                 wait: bool) -> None:
         rec.finish(task_id, RunState.FAILED, records.utcnow(), error_type=type(exc).__name__,
-                   error_message=_text(exc), traceback=records.without_nul(tb),
-                   message=records.without_nul(f"{type(exc).__name__}: {exc}"), wait=wait)
+                   error_message=_text(exc), traceback=payload.without_nul(tb),
+                   message=payload.without_nul(f"{type(exc).__name__}: {exc}"), wait=wait)
 
     def update_progress(self, current: int, total: int, message: str | None = None) -> None:
         """Record progress of the running run, at most every PROGRESS_MIN_INTERVAL_S."""
@@ -114,7 +114,7 @@ class FlaskTask(Task):
             return
         request.progress_written_at = now
         recorder.current(db.engine, current_app.config).progress(
-            request.id, current, total, records.without_nul(message), records.utcnow())
+            request.id, current, total, payload.without_nul(message), records.utcnow())
 
     def update_state(self, task_id=None, state=None, meta=None, **kwargs: Any) -> None:
         """Seed-style `update_state(state="PROGRESS", meta={...})` writes progress to the run row.
@@ -145,8 +145,8 @@ class FlaskTask(Task):
             due = None
         with self._outer_app_context():
             records.create(task_id, self.name, args, kwargs, trigger=trigger,
-                           queue=options.get("queue"), eta=due, schedule_id=schedule_id,
-                           rerun_of_id=rerun_of_id)
+                           queue=routed_queue(self.app, self.name, args, kwargs, options),
+                           eta=due, schedule_id=schedule_id, rerun_of_id=rerun_of_id)
             if due is not None:
                 return self.AsyncResult(task_id)
             options.pop("countdown", None)
@@ -178,9 +178,9 @@ def _retry_eta(when: Any) -> datetime | None:
 def _format_tb(exc: BaseException | None) -> str | None:
     if exc is None or exc.__traceback__ is None:
         return None
-    return records.without_nul(
+    return payload.without_nul(
         "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 def _text(exc: BaseException | None) -> str | None:
-    return records.without_nul(str(exc)) if exc is not None else None
+    return payload.without_nul(str(exc)) if exc is not None else None

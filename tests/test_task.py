@@ -29,6 +29,31 @@ def test_enqueue_commits_a_queued_row_before_the_message(app, services):
     assert services.redis().llen("nobody-listens") == 1
 
 
+def test_the_queue_chosen_by_task_routes_or_a_routing_key_is_recorded(services, smtp):
+    """The recorded queue is where the message really is (the recovery of lost messages
+    searches it), also when Celery's router chose it."""
+    from app import create_app
+    from tests.conftest import test_settings
+
+    from kombu import Exchange, Queue
+
+    routed = create_app(test_settings(services, CELERY={
+        "task_routes": {"demo.noop": {"queue": "routed-by-config"}},
+        "task_queues": [Queue("celery"), Queue("routed-by-config"),
+                        Queue("keyed", Exchange("celery"), routing_key="by-routing-key")]}))
+    with routed.test_request_context():
+        by_route = enqueue("demo.noop", [], trigger="web")
+        by_key = routed.extensions["celery"].tasks["demo.fail"].apply_async(
+            routing_key="by-routing-key").id
+        default = enqueue("demo.fail", [], trigger="web")
+    assert load_run(routed, by_route).queue == "routed-by-config"
+    assert services.redis().llen("routed-by-config") == 1
+    # The queue bound to that key on the default exchange (the broker delivers it there once
+    # a consumer of "keyed" declared the binding).
+    assert load_run(routed, by_key).queue == "keyed"
+    assert load_run(routed, default).queue == "celery"
+
+
 def test_enqueued_run_is_recorded_to_success(app, worker):
     with app.app_context():
         task_id = enqueue("demo.noop", [1, "two"], {"three": 3}, trigger="cli")
