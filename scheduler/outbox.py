@@ -16,15 +16,12 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
-import socket
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
 from celery.utils import uuid
 from flask import current_app
-from flask_mail import Mail, Message
+from flask_mail import Connection, Mail, Message
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -151,11 +148,11 @@ def deliver(email_id: int, run_id: int | None) -> Outcome:
     try:
         if not cfg["MAIL_SERVER"]:
             raise smtplib.SMTPException("MAIL_SERVER is not configured")
-        with _socket_timeout(cfg["MAIL_TIMEOUT_S"]):
-            with mail.connect() as connection:
-                _track_data_phase(connection.host, phase)
-                connection.send(message)
-                phase["accepted"] = True
+        with _TimedConnection(current_app.extensions["mail"],
+                              cfg["MAIL_TIMEOUT_S"]) as connection:
+            _track_data_phase(connection.host, phase)
+            connection.send(message)
+            phase["accepted"] = True
     except Exception as exc:
         error = _describe(exc)
         if phase["accepted"]:
@@ -243,15 +240,25 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # Flask-Mail opens smtplib.SMTP without a timeout; a silent server would hang the worker.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
+class _TimedConnection(Connection):
+    """Flask-Mail's SMTP connection with a timeout on its own socket. Flask-Mail opens
+    smtplib.SMTP without one, so a silent server would hang the worker; the process-wide
+    socket.setdefaulttimeout is no fix under the threads and gevent pools, where one sender's
+    restore leaves another's connection without a timeout."""
+
+    def __init__(self, state, timeout_s: float) -> None:
+        super().__init__(state)
+        self.timeout_s = timeout_s
+
+    def configure_host(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
+        host = smtp(self.mail.server, self.mail.port, timeout=self.timeout_s)
+        host.set_debuglevel(int(self.mail.debug))
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
 
 
 #: States from which an e-mail may be sent again, as a new outbox e-mail.

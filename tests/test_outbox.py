@@ -245,3 +245,34 @@ def test_failure_alerts_at_most_one_per_quiet_period_with_later_ones_folded(
     assert in_first | in_digest == set(task_ids)
     assert "/status/" in digest.get_content()
     assert digest["Subject"] == "[Beatkeeper] demo.fail failed 2 more times"
+
+
+def test_the_smtp_timeout_is_the_connections_own(app, smtp):
+    """Two senders in one process (the threads and gevent pools): one waits on a server that
+    does not answer, and its timeout must neither leak into other sockets of the process nor
+    be taken away from it by another sender."""
+    import socket
+    import threading
+
+    # Due in an hour: nothing publishes them; the two senders below are the only ones.
+    slow = _send(app, "slow-own@example.com", countdown=3600)
+    fast = _send(app, "quick@example.com", countdown=3600)
+    outcomes: dict[str, outbox.Outcome] = {}
+
+    def deliver(name: str, email_id: int) -> None:
+        with app.app_context():
+            outcomes[name] = outbox.deliver(email_id, None)
+
+    waiting = threading.Thread(target=deliver, args=("slow", slow))
+    waiting.start()
+    wait_for(lambda: smtp.to("slow-own@example.com"), timeout=10, message="the slow send")
+    assert socket.getdefaulttimeout() is None  # nothing process-wide was changed
+    deliver("fast", fast)  # starts and ends while the slow one waits for its answer
+    waiting.join(20)
+    assert not waiting.is_alive()
+    assert outcomes["fast"].state == "sent", (outcomes, [m["To"] for m in smtp.messages])
+    # The slow one still timed out after MAIL_TIMEOUT_S (5 s), though another send came and
+    # went meanwhile.
+    slow_email = _email(app, slow)
+    assert slow_email.needs_review and "delivery uncertain" in slow_email.last_error, (
+        outcomes["slow"], slow_email.state, slow_email.last_error)
