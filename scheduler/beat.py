@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from celery.beat import Scheduler
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from models import db
 from scheduler import dispatch, firing, leader, schedules
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ class DatabaseScheduler(Scheduler):
         self.pid = os.getpid()
         self.node = f"{self.host}:{self.pid}"
         self.leadership = leader.Leadership(self.flask_app.config["DATABASE_URL"])
+        with self.flask_app.app_context():
+            # This beat's pooled sessions too: a leader cut off mid-transaction must not keep
+            # rows locked (skipped by the next leader) until the server's two-hour default.
+            leader.bound_dead_peers(db.engine)
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
@@ -69,7 +74,7 @@ class DatabaseScheduler(Scheduler):
     def _tick(self, now: datetime) -> float:
         leading = self.leadership.check()
         leader.heartbeat(self.node, self.host, self.pid, "leader" if leading else "standby", now)
-        if not leading:
+        if not (leading and self.leadership.confirmed()):
             return self.max_interval
         firing.fire_due(now)
         dispatch.release_due(self.app, now, producer=self.producer)
