@@ -11,12 +11,12 @@ import sys
 import time
 import traceback
 
-from bench import beat, history, mail, throughput
+from bench import beat, history, mail, soak, throughput
 from bench.harness import Harness, say
 
 #: Every benchmark, in the order a full run takes them.
 BENCHMARKS = {**beat.BENCHMARKS, **mail.BENCHMARKS, **history.BENCHMARKS,
-              **throughput.BENCHMARKS}
+              **throughput.BENCHMARKS, **soak.BENCHMARKS}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -27,7 +27,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help=f"benchmarks to run (default all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes and shorter runs, for a smoke run")
+    soak.add_arguments(parser)
     args = parser.parse_args(argv)
+    soak.configure(args, parser.error)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
