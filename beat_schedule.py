@@ -44,7 +44,7 @@ SCHEDULES = [
         "overlap": "skip",
     },
     {
-        # Bounded history (issue 7): roll up yesterday, then delete finished runs older than
+        # Bounded history: roll up yesterday, then delete finished runs older than
         # RUN_RETENTION_DAYS, keeping each task's last failure and each schedule's last 100.
         "name": "prune-runs",
         "task": "runs.prune",

@@ -5,16 +5,17 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 
 from app import config
 from models import db
 from scheduler import celery_init_app
-from scheduler.outbox import mail
 
 migrate = Migrate()
 csrf = CSRFProtect()
+mail = Mail()
 
 #: Alembic's folder (Flask-Migrate's default name is "migrations"; ours is "alembic").
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "alembic"

@@ -52,7 +52,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
     """Celery 5 settings (lower-case names); JSON is the only content accepted on the wire."""
     return {
         "broker_url": broker_url,
-        # Redis is transport, not storage: run state lives in job_runs (DESIGN "Read").
+        # Redis is transport, not storage: run state lives in job_runs; the README's "Guarantees".
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
@@ -61,7 +61,7 @@ def celery_settings(broker_url: str | None) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "timezone": "UTC",
         "enable_utc": True,
-        "beat_scheduler": "scheduler.beat:DatabaseScheduler",
+        "beat_scheduler": "scheduler.beat.scheduler:DatabaseScheduler",
         "broker_connection_retry_on_startup": True,
         # A publish must give up quickly when Redis is down, so a request can answer 503
         # within seconds instead of hanging (the seed hung 19 s, then gave 500).
@@ -123,7 +123,7 @@ class Config:
     MAIL_TIMEOUT_S: float = _env_float("MAIL_TIMEOUT_S", 30.0)
     #: Transient failures (server unreachable, 4xx answers) are retried until this long after
     #: the e-mail's due time, then it is marked failed. A deadline, not a count of attempts:
-    #: 8 attempts gave up on an outage of ~10 min (issue 7); MTAs keep mail for days.
+    #: 8 attempts gave up on an outage of ~10 min; MTAs keep mail for days.
     MAIL_GIVE_UP_AFTER_S: float = _env_float("MAIL_GIVE_UP_AFTER_S", 86400.0)
     #: Celery queue of the e-mail runs (None: Celery's default), so that only workers that can
     #: reach the SMTP server (`celery worker -Q mail`) send mail. Stored on each run row.
@@ -136,7 +136,7 @@ class Config:
     #: A run `running` this long that no worker reports as active is marked lost by the sweep.
     LOST_AFTER_S: float = _env_float("LOST_AFTER_S", 60.0)
     #: A run `queued` this long whose message is in no queue and on no worker is published
-    #: again by the sweep (issue 7: a Redis restart without saving, a worker killed holding
+    #: again by the sweep (a Redis restart without saving, a worker killed holding
     #: prefetched messages). Keep it above the longest publish (broker timeouts and retry).
     REQUEUE_AFTER_S: float = _env_float("REQUEUE_AFTER_S", 60.0)
     #: The same, for runs queued before Redis was seen to lose its data (checked sooner).

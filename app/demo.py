@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from models import JobRun, RunState, db
 from scheduler.enqueue import BrokerUnavailable, enqueue
-from scheduler.outbox import EmailError, send_email
+from scheduler.mail.outbox import EmailError, send_email
 
 bp = Blueprint("demo", __name__)
 
@@ -47,7 +47,7 @@ def send_demo_email():
     later = request.form.get("submit") == "Send in 1 minute"
     try:
         if len(address.strip()) > MAX_ADDRESS_CHARS:
-            # Not echoed: the message goes into the session cookie (issue 7).
+            # Not echoed: the message goes into the session cookie.
             raise EmailError(f"invalid e-mail address: longer than {MAX_ADDRESS_CHARS} "
                              "characters")
         send_email(address, DEMO_SUBJECT, DEMO_BODY,

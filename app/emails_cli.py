@@ -9,9 +9,10 @@ from sqlalchemy import select
 from app.cli_output import echo_rows
 from models import Email, db
 from models.email import EMAIL_STATES
-from scheduler import outbox, slots
-from scheduler.schedules import parse_time
-from scheduler.slots import ScheduleError
+from scheduler.beat import slots
+from scheduler.mail import outbox
+from scheduler.beat.schedules import parse_time
+from scheduler.beat.slots import ScheduleError
 
 group = AppGroup("emails", help="Send, list and cancel outbox e-mails.")
 

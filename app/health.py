@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -18,7 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import text
 
 from models import db
-from scheduler import stats
+from scheduler import broker
+from scheduler.history import stats
 
 bp = Blueprint("health", __name__)
 
@@ -26,10 +28,6 @@ bp = Blueprint("health", __name__)
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 #: The window of the runs-by-state and duration figures, in hours.
 WINDOW_H = 24
-#: Seconds to wait for Redis and for the workers' ping answers.
-BROKER_TIMEOUT_S = 1.0
-#: E-mail states that are outbox backlog (not sent, failed or cancelled yet).
-OUTBOX_STATES = ("scheduled", "queued", "sending")
 
 
 def _reason(exc: BaseException) -> str:
@@ -56,17 +54,9 @@ def _check_database() -> dict[str, Any]:
         db.session.rollback()
 
 
-def _leader_tick_age() -> float | None:
-    """Seconds since the newest heartbeat of a leading beat; None when there is none."""
-    age = db.session.scalar(text(
-        "SELECT extract(epoch FROM now() - max(last_tick_at)) FROM beat_heartbeats "
-        "WHERE role = 'leader'"))
-    return None if age is None else max(float(age), 0.0)
-
-
 def _check_beat(max_age_s: float) -> dict[str, Any]:
     try:
-        age = _leader_tick_age()
+        age = stats.leader_tick_age(stats.beats())
     except Exception as exc:
         current_app.logger.warning("readyz: beat: %s", exc)
         return {"ok": False, "error": _reason(exc)}
@@ -78,7 +68,7 @@ def _check_beat(max_age_s: float) -> dict[str, Any]:
 
 
 def _check_broker(celery_app) -> dict[str, Any]:
-    client = stats.redis_client(celery_app.conf.broker_url, BROKER_TIMEOUT_S)
+    client = broker.redis_client(celery_app.conf.broker_url, broker.BROKER_TIMEOUT_S)
     try:
         client.ping()
         return {"ok": True}
@@ -90,9 +80,9 @@ def _check_broker(celery_app) -> dict[str, Any]:
 
 
 def _ping_workers(celery_app, limit: int | None = None) -> list[str]:
-    """Names of the workers answering a ping within BROKER_TIMEOUT_S (at most `limit`:
+    """Names of the workers answering a ping within broker.BROKER_TIMEOUT_S (at most `limit`:
     the broadcast returns as soon as that many have answered)."""
-    replies = celery_app.control.ping(timeout=BROKER_TIMEOUT_S, limit=limit) or []
+    replies = celery_app.control.ping(timeout=broker.BROKER_TIMEOUT_S, limit=limit) or []
     return sorted(node for reply in replies for node in reply)
 
 
@@ -100,7 +90,7 @@ def _ping_workers(celery_app, limit: int | None = None) -> list[str]:
 def readyz():
     """Database, broker, a fresh beat leader heartbeat, one worker answering: 200, else 503.
 
-    Bounded: Redis is given BROKER_TIMEOUT_S, and the workers are asked only when Redis
+    Bounded: Redis is given broker.BROKER_TIMEOUT_S, and the workers are asked only when Redis
     answered (a broadcast to a dead broker retries its connection for seconds).
     """
     celery_app = current_app.extensions["celery"]
@@ -116,7 +106,7 @@ def readyz():
             answered = _ping_workers(celery_app, limit=1)
             checks["workers"] = ({"ok": True, "answered": answered} if answered else
                                  {"ok": False, "error": "no worker answered a ping",
-                                  "timeout_s": BROKER_TIMEOUT_S})
+                                  "timeout_s": broker.BROKER_TIMEOUT_S})
         except Exception as exc:
             checks["workers"] = {"ok": False, "error": _reason(exc)}
     else:
@@ -148,36 +138,21 @@ class _Scrape:
 
 
 def _run_families() -> list:
-    since = f"now() - interval '{WINDOW_H} hours'"
+    window = timedelta(hours=WINDOW_H)
     runs = GaugeMetricFamily(
         "beatkeeper_job_runs_24h",
         f"Runs created in the last {WINDOW_H} h, by task and current state.",
         labels=["task", "state"])
-    for row in db.session.execute(text(
-            f"SELECT task_name, state, count(*) AS n FROM job_runs WHERE created_at >= {since} "
-            "GROUP BY task_name, state ORDER BY task_name, state")):
-        runs.add_metric([row.task_name, row.state], row.n)
-
-    # One pass in SQL: per task, how many durations fall at or under each bound, and the sum.
-    duration = ("extract(epoch FROM CASE state WHEN 'succeeded' THEN succeeded_at "
-                "ELSE failed_at END - started_at)")
-    bucket_columns = ", ".join(f"count(*) FILTER (WHERE d <= {float(b)!r}) AS b{i}"
-                               for i, b in enumerate(DURATION_BUCKETS))
+    for task, state, n in stats.runs_by_task_and_state(window):
+        runs.add_metric([task, state], n)
     histogram = HistogramMetricFamily(
         "beatkeeper_job_run_duration_seconds",
         f"Duration (start to end of the last attempt) of the runs created in the last "
         f"{WINDOW_H} h that succeeded or failed, by task.",
         labels=["task"])
-    for row in db.session.execute(text(
-            f"SELECT task_name, count(*) AS n, coalesce(sum(d), 0) AS total, {bucket_columns} "
-            f"FROM (SELECT task_name, greatest({duration}, 0) AS d FROM job_runs "
-            f"      WHERE created_at >= {since} AND state IN ('succeeded', 'failed') "
-            "      AND started_at IS NOT NULL) AS finished "
-            "GROUP BY task_name ORDER BY task_name")).mappings():
-        buckets = [(repr(float(b)), row[f"b{i}"]) for i, b in enumerate(DURATION_BUCKETS)]
-        buckets.append(("+Inf", row["n"]))
-        histogram.add_metric([row["task_name"]], buckets, float(row["total"]))
-
+    for task in stats.durations(window, DURATION_BUCKETS):
+        buckets = [(repr(bound), n) for bound, n in task.buckets] + [("+Inf", task.count)]
+        histogram.add_metric([task.task], buckets, task.total_s)
     pending = GaugeMetricFamily(
         "beatkeeper_job_runs_pending",
         "Runs not finished yet, by state (scheduled: held in PostgreSQL until due; queued: "
@@ -187,27 +162,21 @@ def _run_families() -> list:
     overdue = GaugeMetricFamily(
         "beatkeeper_job_runs_scheduled_overdue",
         "Scheduled runs whose due time has passed (the dispatcher has yet to release them).",
-        value=db.session.scalar(text(
-            "SELECT count(*) FROM job_runs WHERE state = 'scheduled' AND eta < now()")))
+        value=stats.scheduled_overdue())
     return [runs, histogram, pending, overdue]
 
 
 def _outbox_and_beat_families() -> list:
-    # The (state, id) index: sent e-mails, which pile up, are never counted.
-    found = dict(db.session.execute(text(
-        "SELECT state, count(*) FROM emails WHERE state = ANY(:states) GROUP BY state"),
-        {"states": list(OUTBOX_STATES)}).all())
     outbox = GaugeMetricFamily("beatkeeper_emails_pending",
                                "E-mails in the outbox not sent yet, by state.", labels=["state"])
-    for state in OUTBOX_STATES:
-        outbox.add_metric([state], found.get(state, 0))
+    for state, n in stats.unsent_emails().items():
+        outbox.add_metric([state], n)
     review = GaugeMetricFamily(
         "beatkeeper_emails_needs_review",
         "Failed e-mails whose delivery is uncertain (a person decides).",
-        value=db.session.scalar(text(
-            "SELECT count(*) FROM emails WHERE state = 'failed' AND needs_review")))
-
-    age = _leader_tick_age()
+        value=stats.emails_needing_review())
+    found = stats.beats()
+    age = stats.leader_tick_age(found)
     leader_age = GaugeMetricFamily(
         "beatkeeper_beat_leader_tick_age_seconds",
         "Seconds since the leading beat's last heartbeat (+Inf when no beat ever led).",
@@ -216,12 +185,8 @@ def _outbox_and_beat_families() -> list:
         "beatkeeper_beats_alive",
         f"Beat processes with a heartbeat fresher than {stats.BEAT_STALE_S:g} s, by role.",
         labels=["role"])
-    alive = dict(db.session.execute(text(
-        "SELECT role, count(*) FROM beat_heartbeats "
-        "WHERE last_tick_at >= now() - make_interval(secs => :stale) GROUP BY role"),
-        {"stale": stats.BEAT_STALE_S}).all())
-    for role in ("leader", "standby"):
-        beats_alive.add_metric([role], alive.get(role, 0))
+    for role, n in stats.beats_alive(found).items():
+        beats_alive.add_metric([role], n)
     return [outbox, review, leader_age, beats_alive]
 
 
@@ -233,12 +198,12 @@ def _broker_families(celery_app) -> list:
                               "Messages waiting in each broker queue.", labels=["queue"])
     online = GaugeMetricFamily(
         "beatkeeper_workers_online",
-        f"Celery workers that answered a ping within {BROKER_TIMEOUT_S:g} s.")
+        f"Celery workers that answered a ping within {broker.BROKER_TIMEOUT_S:g} s.")
     workers = 0
     try:
-        depths = stats.queue_depths(celery_app, stats.queue_names(celery_app),
-                                    BROKER_TIMEOUT_S)
-    except stats.BROKER_ERRORS as exc:
+        depths = broker.queue_depths(celery_app, broker.queue_names(celery_app),
+                                    broker.BROKER_TIMEOUT_S)
+    except broker.BROKER_ERRORS as exc:
         current_app.logger.warning("metrics: broker unavailable: %s", _reason(exc))
         up.add_metric([], 0)
     else:
@@ -247,7 +212,7 @@ def _broker_families(celery_app) -> list:
             depth.add_metric([name], n)
         try:
             workers = len(_ping_workers(celery_app))
-        except stats.BROKER_ERRORS as exc:
+        except broker.BROKER_ERRORS as exc:
             current_app.logger.warning("metrics: worker ping failed: %s", _reason(exc))
     online.add_metric([], workers)
     return [up, depth, online]

@@ -14,7 +14,8 @@ from flask.cli import AppGroup
 
 from app.cli_output import echo_rows
 from models import JobRun, RunState, db
-from scheduler import retention, runs
+from scheduler.history import actions, queries
+from scheduler.upkeep import retention
 from scheduler.enqueue import BrokerUnavailable, UnknownTask, enqueue
 
 group = AppGroup("jobs", help="List, show, start, cancel, re-run, sweep, prune and roll up runs.")
@@ -29,35 +30,34 @@ def _iso(value: Any) -> Any:
 
 
 def _load(run_id: int) -> JobRun:
-    run = runs.get_run(run_id)
+    run = queries.get_run(run_id)
     if run is None:
         raise click.ClickException(f"no run {run_id}")
     return run
 
 
 def _json_arg(value: str | None, name: str, kind: type) -> Any:
+    """Any JSON array (object) the API takes, null included (app.api.schemas)."""
+    from app.api.schemas import parse_json_arguments
+
     if value is None:
         return kind()
     try:
-        parsed = json.loads(value)
+        return parse_json_arguments(value, kind, "the value")
     except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=name) from None
-    if not isinstance(parsed, kind):
-        raise click.BadParameter(f"must be a JSON {'array' if kind is list else 'object'}",
-                                 param_hint=name)
-    return parsed
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 @group.command("list")
 @click.option("--state", "states", multiple=True, type=_STATE_CHOICE,
               help="Only runs in this state (repeatable).")
 @click.option("--task", help="Only runs of this task, e.g. demo.noop.")
-@click.option("--limit", type=click.IntRange(1, runs.MAX_PAGE_SIZE), default=runs.PAGE_SIZE,
+@click.option("--limit", type=click.IntRange(1, queries.MAX_PAGE_SIZE), default=queries.PAGE_SIZE,
               show_default=True, help="Newest runs to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_command(states: tuple[str, ...], task: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
-    page = runs.list_runs(runs.RunFilters(states=tuple(dict.fromkeys(states)), task=task),
+    page = queries.list_runs(queries.RunFilters(states=tuple(dict.fromkeys(states)), task=task),
                           limit=limit)
     rows = [{k: _iso(v) for k, v in r._mapping.items()} for r in page.runs]
     echo_rows(rows, ("id", "task_name", "state", "trigger", "attempts", "created_at",
@@ -123,8 +123,8 @@ def run_command(task: str, args_json: str | None, kwargs_json: str | None,
 def cancel_command(run_id: int) -> None:
     """Cancel a run not started yet (scheduled, queued or waiting to retry)."""
     try:
-        result = runs.cancel(_load(run_id), by=BY)
-    except runs.RunActionError as exc:
+        result = actions.cancel(_load(run_id), by=BY)
+    except actions.RunActionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.message)
 
@@ -134,8 +134,8 @@ def cancel_command(run_id: int) -> None:
 def rerun_command(run_id: int) -> None:
     """Start a finished run again as a new run (same task, arguments and queue)."""
     try:
-        result = runs.rerun(_load(run_id), by=BY)
-    except runs.RunActionError as exc:
+        result = actions.rerun(_load(run_id), by=BY)
+    except actions.RunActionError as exc:
         raise click.ClickException(str(exc)) from None
     except BrokerUnavailable as exc:
         raise click.ClickException(f"the task queue is not reachable: {exc}") from None
@@ -151,8 +151,8 @@ def rerun_command(run_id: int) -> None:
 def sweep_command(older_than_s: float | None, requeue_after_s: float | None) -> None:
     """Mark lost the running runs that no worker runs any more; publish again the queued
     runs whose message is in no queue and on no worker."""
-    from scheduler.recovery import requeue_lost_messages
-    from scheduler.sweep import sweep_lost_runs
+    from scheduler.upkeep.recovery import requeue_lost_messages
+    from scheduler.upkeep.sweep import sweep_lost_runs
 
     config = current_app.config
     if older_than_s is None:

@@ -46,7 +46,7 @@ def _relay(label: str, stream, secrets: list[str] = ()) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip("\n")
         # A child may print a URL or a secret (a driver's error, a debug line): mask it here,
-        # the one place every line passes (issue 7).
+        # the one place every line passes.
         line = masking.mask_text(line, secrets)
         with _print_lock:
             print(f"{label:<6} | {line}", flush=True)

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from app.cli_output import echo_rows
 from models import Schedule, db
-from scheduler import schedules
+from scheduler.beat import schedules
 from scheduler.enqueue import BrokerUnavailable
-from scheduler.slots import ScheduleError
+from scheduler.beat.slots import ScheduleError
 
 group = AppGroup("schedules", help="List and change the schedules beat fires.")
 
@@ -44,6 +44,19 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
+def _json_values(values: dict[str, Any]) -> dict[str, Any]:
+    """--args and --kwargs read as the API reads them: any JSON values, null included."""
+    from app.api.schemas import parse_json_arguments
+
+    for key, kind in (("args", list), ("kwargs", dict)):
+        if values.get(key) is not None:
+            try:
+                values[key] = parse_json_arguments(values[key], kind, f"--{key}")
+            except ValueError as exc:
+                raise _fail(exc) from None
+    return values
+
+
 def _row(s: Schedule) -> dict[str, Any]:
     upcoming = schedules.next_fire_times(s, 1) if s.enabled else []
     return {
@@ -71,7 +84,7 @@ def list_command(as_json: bool) -> None:
 def add_command(name: str, disabled: bool, **values: Any) -> None:
     """Add a schedule."""
     try:
-        schedule = schedules.create(name, values, enabled=not disabled)
+        schedule = schedules.create(name, _json_values(values), enabled=not disabled)
     except ScheduleError as exc:
         raise _fail(exc)
     click.echo(f"added {schedule.name}: {schedules.describe(schedule)}")
@@ -83,7 +96,7 @@ def add_command(name: str, disabled: bool, **values: Any) -> None:
 def edit_command(name: str, **values: Any) -> None:
     """Change a schedule; the next fire is planned from now."""
     try:
-        schedule = schedules.update(schedules.get(name), values)
+        schedule = schedules.update(schedules.get(name), _json_values(values))
     except ScheduleError as exc:
         db.session.rollback()
         raise _fail(exc)

@@ -37,7 +37,7 @@ def _has_nul(fields) -> bool:
 
 def refuse_nul_input() -> None:
     """400 for a NUL character in the path, the query or a form: PostgreSQL's text cannot
-    hold one, so a query or write with it failed with a 500 deep inside (issue 7). JSON
+    hold one, so a query or write with it failed with a 500 deep inside. JSON
     bodies are validated by the API's schemas (app.api.schemas)."""
     if "\x00" in request.path or _has_nul(request.args):
         abort(400, description="NUL characters are not accepted in the URL.")

@@ -12,9 +12,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from bench.harness import (
-    Harness, fmt_ratio, fmt_s, median, p50, p99, say, seconds_between, sides, summary, utcnow,
+    Harness, fmt_ratio, fmt_s, median, p50, p99, say, seconds_between, sides, summary,
     wait_until,
 )
+from models import utcnow
 
 #: When the released run was handed to the broker: its `queued` event.
 _RELEASED_AT = ("(SELECT min(e.at) FROM job_events e "
@@ -68,7 +69,7 @@ def fire_lateness(h: Harness) -> None:
 
 
 def _fire_ours(h: Harness, name: str, seconds: float) -> tuple[list[float], list[float], int]:
-    from scheduler import schedules
+    from scheduler.beat import schedules
 
     with h.app.app_context():
         schedule_id = schedules.create(name, {"task": "demo.noop", "every": "1s"}).id
@@ -133,7 +134,7 @@ def edit_pickup(h: Harness) -> None:
 
 
 def _edit_once(h: Harness, name: str) -> float:
-    from scheduler import schedules
+    from scheduler.beat import schedules
 
     with h.app.app_context():
         schedule_id = schedules.create(name, {"task": "demo.noop", "every": "1h"}).id
@@ -149,7 +150,7 @@ def _edit_once(h: Harness, name: str) -> float:
 
 
 def _create_once(h: Harness, name: str) -> float:
-    from scheduler import schedules
+    from scheduler.beat import schedules
 
     time.sleep(random.uniform(0.0, 1.0))
     with h.app.app_context():
@@ -159,7 +160,7 @@ def _create_once(h: Harness, name: str) -> float:
 
 
 def _first_run_after(h: Harness, name: str, schedule_id: int, since: datetime) -> float:
-    from scheduler import schedules
+    from scheduler.beat import schedules
 
     first = wait_until(
         lambda: h.scalar("SELECT min(created_at) FROM job_runs WHERE schedule_id = :id",

@@ -19,9 +19,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from models.states import UNFINISHED_STATES, names
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -29,7 +31,6 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 #: Tables emptied between two sides of a benchmark.
 BENCH_TABLES = "job_events, job_runs, schedules, emails"
-UNFINISHED = ("scheduled", "queued", "running", "retrying")
 
 PR_SET_PDEATHSIG = 1
 # Loaded here, not in the forked child, where loading a library could deadlock.
@@ -116,9 +117,6 @@ def seconds_between(later: datetime | None, earlier: datetime | None) -> float |
         return None
     return (later - earlier).total_seconds()
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def say(line: str) -> None:
@@ -477,7 +475,7 @@ class Harness:
 
     def unfinished(self) -> int:
         return self.scalar("SELECT count(*) FROM job_runs WHERE state = ANY(:states)",
-                           states=list(UNFINISHED))
+                           states=names(UNFINISHED_STATES))
 
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Wait until no run is scheduled, queued or running."""

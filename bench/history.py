@@ -307,17 +307,17 @@ def _key_against_offset(h: Harness, depth: int, requests: int
     from sqlalchemy import select
 
     from models import JobRun, db
-    from scheduler import runs
+    from scheduler.history import queries
 
-    columns = runs._list_columns(JobRun)
+    columns = queries._list_columns(JobRun)
     newest_first = select(*columns).order_by(JobRun.id.desc())
     key_ms: list[float] = []
     offset_ms: list[float] = []
     with h.app.app_context():
         key = db.session.scalar(select(JobRun.id).order_by(JobRun.id.desc())
                                 .offset(depth).limit(1)) + 1
-        by_key = newest_first.where(JobRun.id < key).limit(runs.PAGE_SIZE + 1)
-        by_offset = newest_first.offset(depth).limit(runs.PAGE_SIZE + 1)
+        by_key = newest_first.where(JobRun.id < key).limit(queries.PAGE_SIZE + 1)
+        by_offset = newest_first.offset(depth).limit(queries.PAGE_SIZE + 1)
         same = [r.id for r in db.session.execute(by_key)] == \
             [r.id for r in db.session.execute(by_offset)]
         if not same:

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 
 from bench.harness import (
     Harness, fmt_mib, fmt_plain, fmt_ratio, fmt_s, median, p50, p99, redis_client, say, sides,
-    summary, utcnow, wait_until,
+    summary, wait_until,
 )
+from models import utcnow
 
 #: How far ahead the e-mails of the baseline are scheduled in the outbox, so that beat never
 #: releases them: only the plain Celery countdown sends them.
@@ -71,7 +72,7 @@ class CountingSink:
 def _create_emails(h: Harness, prefix: str, n: int, send_at: datetime) -> list[int]:
     """n outbox e-mails to {prefix}{i}@example.com, committed every BATCH; their ids."""
     from models import db
-    from scheduler.outbox import send_email
+    from scheduler.mail.outbox import send_email
 
     ids = []
     with h.app.app_context():

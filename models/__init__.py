@@ -1,5 +1,5 @@
 """SQLAlchemy models and the one shared `db` object."""
-from models.base import db
+from models.base import db, utcnow
 from models.email import Email, FailureAlert
 from models.job import JobEvent, JobRun
 from models.rollup import JobRunDaily
@@ -8,5 +8,5 @@ from models.states import FINAL_STATES, RunState
 from models.token import ApiToken
 from models.user import ROLES, User
 
-__all__ = ["db", "Email", "FailureAlert", "JobRun", "JobEvent", "JobRunDaily", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
+__all__ = ["db", "utcnow", "Email", "FailureAlert", "JobRun", "JobEvent", "JobRunDaily", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
            "User", "ROLES", "ApiToken"]

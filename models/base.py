@@ -1,4 +1,6 @@
-"""The shared Flask-SQLAlchemy object and declarative base."""
+"""The shared Flask-SQLAlchemy object, the declarative base, and the clock of every record."""
+from datetime import datetime, timezone
+
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -18,3 +20,8 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC: the time every record stores (timestamptz columns)."""
+    return datetime.now(timezone.utc)

@@ -16,6 +16,8 @@ from models.job import TZ
 EMAIL_STATES = ("scheduled", "queued", "sending", "sent", "failed", "cancelled")
 #: States from which a worker may claim the e-mail and send it.
 CLAIMABLE = ("scheduled", "queued")
+#: E-mails not sent yet: the outbox backlog.
+UNSENT = ("scheduled", "queued", "sending")
 
 
 class Email(db.Model):

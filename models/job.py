@@ -16,7 +16,13 @@ from models.base import db
 from models.states import FINAL_STATES, RunState
 
 TZ = DateTime(timezone=True)
-_STATE_LIST = ", ".join(f"'{s.value}'" for s in RunState)
+_STATE_LIST = ", ".join(f"'{s.value}'" for s in RunState)  # DDL: a CHECK takes no parameters
+
+#: SQL: the seconds a run took, from the start of its last attempt to its end, for runs that
+#: ran to an end (succeeded or failed); NULL for the others (lost_at is when the sweep
+#: noticed, and a revoked or skipped run may never have started).
+RUN_SECONDS_SQL = ("extract(epoch FROM CASE state WHEN 'succeeded' THEN succeeded_at "
+                   "WHEN 'failed' THEN failed_at END - started_at)")
 
 
 class JobRun(db.Model):

@@ -7,11 +7,10 @@ from celery.signals import (
 )
 from flask import Flask
 
-from models.states import FINAL_STATES, RunState
+from models.states import UNFINISHED_STATES
 from scheduler.task import FlaskTask
 
 #: Every state a run can be revoked from.
-ACTIVE_STATES = tuple(s for s in RunState if s not in FINAL_STATES)
 
 #: Modules holding our tasks, imported by every process that builds the Celery app.
 TASK_MODULES = ["scheduler.tasks.demo", "scheduler.tasks.mail", "scheduler.tasks.maintenance"]
@@ -56,4 +55,4 @@ def _connect_worker_signals(celery_app: Celery) -> None:
         reason = "expired" if expired else ("terminated" if terminated else "revoked")
         with app.app_context():
             # A terminated run was running; an expired or revoked one never started.
-            records.revoke(request.id, reason, states=ACTIVE_STATES)
+            records.revoke(request.id, reason, states=UNFINISHED_STATES)

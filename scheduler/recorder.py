@@ -28,7 +28,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -36,14 +35,15 @@ import psycopg2
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from models.states import SETTLED_STATES, RunState
-from scheduler import payload, records
+from models import utcnow
+from models.states import SETTLED_STATES, RunState, names
+from scheduler import payload, records, reports
 
 logger = logging.getLogger(__name__)
 
-_KEEP = tuple(s.value for s in SETTLED_STATES)
-#: Outcomes a worker reports, each with its own timestamp column.
-_OUTCOMES = (RunState.SUCCEEDED, RunState.FAILED, RunState.RETRYING, RunState.QUEUED)
+#: A run in one of these is not started (a cancel, a duplicate delivery).
+_SETTLED = frozenset(names(SETTLED_STATES))
+
 #: First delay after a failed flush; doubles up to RECORD_RETRY_MAX_S.
 _RETRY_FIRST_S = 0.5
 #: Most runs written by one statement (a backlog after an outage goes in several).
@@ -52,181 +52,8 @@ _BATCH_MAX = 1000
 _MAX_PENDING_BYTES = 128 * 1024 * 1024
 
 
-@dataclass
-class _Entry:
-    """What one run has reported and is not written yet."""
-
-    task_id: str
-    #: Set while the `running` transition is not written.
-    started_at: datetime | None = None
-    host: str | None = None
-    pid: int | None = None
-    #: The outcome: state, time, and its columns.
-    state: str | None = None
-    at: datetime | None = None
-    result: str | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    traceback: str | None = None
-    eta: datetime | None = None
-    message: str | None = None
-    #: The latest progress.
-    p_cur: int | None = None
-    p_tot: int | None = None
-    p_msg: str | None = None
-    p_at: datetime | None = None
-    #: Set when the row may not exist (the start read failed): what a new row needs.
-    task_name: str | None = None
-    args: str | None = None
-    kwargs: str | None = None
-    call_json: str | None = None
-    queue: str | None = None
-    written: threading.Event = field(default_factory=threading.Event)
-    #: The bytes this entry adds to the Recorder's total while it is pending.
-    counted: int = 0
-
-    def absorb(self, newer: "_Entry") -> None:
-        """Merge a later report about the same run (a flush failed in between)."""
-        for f in fields(self):
-            if f.name in ("task_id", "written", "counted"):
-                continue
-            value = getattr(newer, f.name)
-            if value is not None:
-                setattr(self, f.name, value)
-        newer.written = self.written
-
-    def size(self) -> int:
-        """Roughly the bytes this report holds."""
-        return 200 + sum(len(v) for v in (self.result, self.traceback, self.error_message,
-                                           self.message, self.args, self.kwargs, self.p_msg,
-                                           self.call_json)
-                         if v)
-
-    def plain(self) -> "_Entry":
-        """This report without what the database may refuse (progress, result, long texts)."""
-        copy = _Entry(self.task_id, started_at=self.started_at, host=self.host, pid=self.pid,
-                      state=self.state, at=self.at, error_type=_short(self.error_type),
-                      error_message=_short(self.error_message), eta=self.eta,
-                      message=_short(self.message), task_name=self.task_name,
-                      args="null" if self.task_name else None,
-                      kwargs="null" if self.task_name else None, call_json=self.call_json,
-                      queue=self.queue)
-        if self.result is not None:
-            copy.result = json.dumps({"__unstorable__": True})
-        return copy
-
-    def row(self) -> dict[str, Any]:
-        def iso(d: datetime | None) -> str | None:
-            return d.isoformat() if d else None
-
-        return {
-            "task_id": self.task_id,
-            "w_start": self.started_at is not None,
-            "started_at": iso(self.started_at),
-            "host": self.host,
-            "pid": self.pid,
-            "start_msg": f"started on {self.host} pid {self.pid}" if self.started_at else None,
-            "state": self.state,
-            "at": iso(self.at),
-            "result": self.result,  # JSON text, cast by the statement
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "traceback": self.traceback,
-            "eta": iso(self.eta),
-            "message": self.message,
-            "p_at": iso(self.p_at),
-            "p_cur": self.p_cur,
-            "p_tot": self.p_tot,
-            "p_msg": self.p_msg,
-        }
-
-
-_COLUMNS = """task_id text, w_start boolean, started_at timestamptz, host text, pid int,
-    start_msg text, state text, at timestamptz, result text, error_type text,
-    error_message text, traceback text, eta timestamptz, message text, p_at timestamptz,
-    p_cur bigint, p_tot bigint, p_msg text"""
-
-
-def _outcome_column(column: str, state: RunState) -> str:
-    return f"{column} = CASE WHEN d.state = '{state.value}' THEN d.at ELSE r.{column} END"
-
-
-_TIMESTAMPS = ",\n        ".join(
-    _outcome_column(records.STATE_TIMESTAMP[s], s) for s in _OUTCOMES
-)
-_ERROR_STATES = f"('{RunState.FAILED.value}', '{RunState.RETRYING.value}')"
-
-#: One statement for a batch: update every run, then add its events (running, outcome).
-_FLUSH_SQL = f"""
-WITH d AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb)) AS d({_COLUMNS})
-), u AS (
-    UPDATE job_runs r SET
-        state = COALESCE(d.state, CASE WHEN d.w_start THEN 'running' ELSE r.state END),
-        attempts = r.attempts + CASE WHEN d.w_start THEN 1 ELSE 0 END,
-        worker_host = COALESCE(d.host, r.worker_host),
-        worker_pid = COALESCE(d.pid, r.worker_pid),
-        started_at = COALESCE(d.started_at, r.started_at),
-        {_TIMESTAMPS},
-        result = CASE WHEN d.state = 'succeeded' THEN CAST(d.result AS jsonb)
-                      ELSE r.result END,
-        error_type = CASE WHEN d.state IN {_ERROR_STATES} THEN d.error_type
-                          ELSE r.error_type END,
-        error_message = CASE WHEN d.state IN {_ERROR_STATES} THEN d.error_message
-                             ELSE r.error_message END,
-        traceback = CASE WHEN d.state IN {_ERROR_STATES} THEN d.traceback
-                         ELSE r.traceback END,
-        eta = CASE WHEN d.state = 'retrying' THEN d.eta ELSE r.eta END,
-        progress_current = CASE WHEN d.p_at IS NULL THEN r.progress_current ELSE d.p_cur END,
-        progress_total = CASE WHEN d.p_at IS NULL THEN r.progress_total ELSE d.p_tot END,
-        progress_message = CASE WHEN d.p_at IS NULL THEN r.progress_message ELSE d.p_msg END,
-        progress_at = COALESCE(d.p_at, r.progress_at),
-        updated_at = clock_timestamp()
-    FROM d
-    WHERE r.task_id = d.task_id
-      AND (r.state NOT IN {_KEEP!r}
-           -- progress alone is always kept
-           OR (d.state IS NULL AND NOT d.w_start)
-           -- cancelled after the start read found it not final (before its `running`
-           -- was written): the cancel came too late; the outcome is what happened
-           OR (r.state = 'revoked' AND d.w_start))
-    RETURNING r.id, r.task_id, r.attempts
-)
-INSERT INTO job_events (run_id, at, state, attempt, message)
-SELECT u.id, e.at, e.state, u.attempts, e.message
-FROM u
-JOIN d USING (task_id)
-CROSS JOIN LATERAL (VALUES (1, d.started_at, 'running', d.start_msg),
-                           (2, d.at, d.state, d.message)) AS e(n, at, state, message)
-WHERE e.state IS NOT NULL AND (e.n = 2 OR d.w_start)
-ORDER BY e.n
-"""
-
-#: Rows for runs reported while their row could not be read (a database outage), when no
-#: publisher wrote one: plain-Celery publishers, whose row is otherwise made at start.
-_CREATE_SQL = """
-WITH d AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:batch AS jsonb))
-        AS d(task_id text, task_name text, args jsonb, kwargs jsonb, call_json text,
-             queue text, at timestamptz)
-), r AS (
-    INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, call_json,
-                          queued_at, created_at, updated_at)
-    SELECT task_id, task_name, 'queued', queue, args, kwargs, call_json, at, at, at FROM d
-    ON CONFLICT DO NOTHING
-    RETURNING id, queued_at
-)
-INSERT INTO job_events (run_id, at, state, attempt, message)
-SELECT id, queued_at, 'queued', 0, 'recorded by the worker' FROM r
-"""
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [""])[0]
-
-
-def _short(value: str | None) -> str | None:
-    return value[:1000] if value else value
 
 
 class Recorder:
@@ -241,7 +68,7 @@ class Recorder:
         self.retry_max_s = retry_max_s
         self.pid = os.getpid()
         self._lock = threading.Condition()
-        self._pending: dict[str, _Entry] = {}
+        self._pending: dict[str, reports.Report] = {}
         self._flush_now = threading.Event()
         self._stopping = False
         #: Set by stop(): retry every 0.5 s instead of the backoff, the process is exiting.
@@ -264,7 +91,7 @@ class Recorder:
         """Note the start of a run. Returns (run id or None, run?): run? is False when the
         run is already final (cancelled before it started, or a duplicate delivery)."""
         self._wait_for_room()
-        entry = _Entry(task_id, started_at=now, host=host, pid=pid)
+        entry = reports.Report(task_id, started_at=now, host=host, pid=pid)
         try:
             row = self._read(task_id)
         except (psycopg2.Error, SQLAlchemyError) as exc:
@@ -282,7 +109,7 @@ class Recorder:
                                     worker_host=host, worker_pid=pid)
             return (started[0], True) if started else (None, False)
         run_id, state = row
-        if state in _KEEP:
+        if state in _SETTLED:
             return run_id, False
         self._add(entry)
         return run_id, True
@@ -292,9 +119,9 @@ class Recorder:
                traceback: str | None = None, eta: datetime | None = None,
                message: str | None = None, wait: bool = False,
                wait_s: float = 10.0) -> bool:
-        """Report a run's outcome; with wait, return once it is written (True) or wait_s
+        """reports.Report a run's outcome; with wait, return once it is written (True) or wait_s
         passed (False: it stays buffered and is written later)."""
-        entry = _Entry(task_id, state=state.value, at=at, result=result, error_type=error_type,
+        entry = reports.Report(task_id, state=state.value, at=at, result=result, error_type=error_type,
                        error_message=error_message, traceback=traceback, eta=eta,
                        message=message)
         entry = self._add(entry)
@@ -305,7 +132,7 @@ class Recorder:
 
     def progress(self, task_id: str, current: int | None, total: int | None,
                  message: str | None, at: datetime) -> None:
-        self._add(_Entry(task_id, p_cur=current, p_tot=total, p_msg=message, p_at=at))
+        self._add(reports.Report(task_id, progress_current=current, progress_total=total, progress_message=message, progress_at=at))
 
     def flush(self, timeout: float) -> bool:
         """Write everything buffered; True when nothing is left within timeout."""
@@ -334,7 +161,7 @@ class Recorder:
         with self._reader_lock:
             self._close_reader()
 
-    def _add(self, entry: _Entry) -> _Entry:
+    def _add(self, entry: reports.Report) -> reports.Report:
         # _bytes is the sum of what each pending entry was counted at (`counted`): a merge
         # counts only the difference, and taking an entry out subtracts exactly what it
         # added, so the sum cannot drift however often reports merge.
@@ -347,7 +174,7 @@ class Recorder:
             self._count(known)
             return known
 
-    def _count(self, entry: _Entry) -> None:
+    def _count(self, entry: reports.Report) -> None:
         """Bring _bytes up to date with entry's size (under the lock)."""
         size = entry.size()
         self._bytes += size - entry.counted
@@ -366,7 +193,7 @@ class Recorder:
 
     def _read(self, task_id: str) -> tuple[int, str] | None:
         """(id, state) of the run's row, or None. On a connection of its own, outside the
-        pool, with a prepared statement: this read is on every run's path (issue 8)."""
+        pool, with a prepared statement: this read is on every run's path."""
         with self._reader_lock:
             for attempt in (1, 2):
                 try:
@@ -458,19 +285,19 @@ class Recorder:
         if conn is not None:
             conn.close()
 
-    def _write(self, conn, batch: list[_Entry]) -> None:
+    def _write(self, conn, batch: list[reports.Report]) -> None:
         create = [
             {"task_id": e.task_id, "task_name": e.task_name, "args": json.loads(e.args),
              "kwargs": json.loads(e.kwargs), "call_json": e.call_json, "queue": e.queue,
-             "at": (e.started_at or records.utcnow()).isoformat()}
+             "at": (e.started_at or utcnow()).isoformat()}
             for e in batch if e.task_name is not None
         ]
         if create:
-            conn.execute(text(_CREATE_SQL), {"batch": json.dumps(create)})
-        conn.execute(text(_FLUSH_SQL), {"batch": json.dumps([e.row() for e in batch])})
+            conn.execute(text(reports.CREATE_SQL), {"batch": json.dumps(create)})
+        conn.execute(text(reports.FLUSH_SQL), reports.flush_parameters(batch))
         conn.commit()
 
-    def _write_one_by_one(self, conn, batch: list[_Entry], exc: DBAPIError) -> None:
+    def _write_one_by_one(self, conn, batch: list[reports.Report], exc: DBAPIError) -> None:
         """The server refused the batch's data (not an outage): write each run alone, so
         that one bad record does not hold back the others; a record refused on its own is
         logged and dropped."""
@@ -496,7 +323,7 @@ class Recorder:
             batch.remove(entry)
             entry.written.set()
 
-    def _put_back(self, batch: list[_Entry]) -> None:
+    def _put_back(self, batch: list[reports.Report]) -> None:
         """A failed flush: the batch goes back in front of what arrived meanwhile."""
         with self._lock:
             self._writing = 0

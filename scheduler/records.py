@@ -8,25 +8,20 @@ process's buffered writer, scheduler.recorder, which writes a batch in one state
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, text
 
-from models import db
-from models.states import FINAL_STATES, SETTLED_STATES, STATE_TIMESTAMP, RunState
+from models import db, utcnow
+from models.states import FINAL_STATES, SETTLED_STATES, STATE_TIMESTAMP, RunState, names
 from scheduler.payload import encode_call
 
-_FINAL_LIST = ", ".join(f"'{s.value}'" for s in FINAL_STATES)
-_SETTLED_LIST = ", ".join(f"'{s.value}'" for s in SETTLED_STATES)
 
 
 #: Transitions a worker writes about its own run.
 _WORKER_REPORTS = (RunState.SUCCEEDED, RunState.FAILED, RunState.RETRYING)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _execute(sql: str, conn: Connection | None = None, **params: Any) -> Any:
@@ -122,7 +117,7 @@ def start(
     """
     call = encode_call(args, kwargs)
     row = _execute(
-        f"""
+        """
         WITH r AS (
             INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, call_json,
                                   attempts, worker_host, worker_pid, created_at, updated_at,
@@ -132,7 +127,7 @@ def start(
             ON CONFLICT (task_id) DO UPDATE SET
                 state = 'running', attempts = job_runs.attempts + 1, worker_host = :host,
                 worker_pid = :pid, started_at = :now, updated_at = :now
-            WHERE job_runs.state NOT IN ({_SETTLED_LIST})
+            WHERE NOT job_runs.state = ANY(:settled)
             RETURNING id, attempts
         )
         INSERT INTO job_events (run_id, at, state, attempt, message)
@@ -149,6 +144,7 @@ def start(
         pid=worker_pid,
         now=utcnow(),
         message=f"started on {worker_host} pid {worker_pid}",
+        settled=names(SETTLED_STATES),
     )
     return (row.run_id, row.attempt) if row else None
 
@@ -166,8 +162,8 @@ def _transition(
     ts = STATE_TIMESTAMP[state]
     assignments = {"state": ":state", ts: ":now", "updated_at": ":now", **(sets or {})}
     set_sql = ", ".join(f"{col} = {expr}" for col, expr in assignments.items())
-    final = _SETTLED_LIST if state in _WORKER_REPORTS else _FINAL_LIST
-    guard = f"AND state NOT IN ({final})" if only_if_not_final else ""
+    kept = SETTLED_STATES if state in _WORKER_REPORTS else FINAL_STATES
+    guard = "AND NOT state = ANY(:kept)" if only_if_not_final else ""
     row = _execute(
         f"""
         WITH r AS (
@@ -181,6 +177,7 @@ def _transition(
         state=state.value,
         now=utcnow(),
         message=message,
+        kept=names(kept),
         **params,
     )
     return row.run_id if row else None

@@ -14,9 +14,10 @@ from celery.exceptions import Ignore, Reject, Retry
 from celery.utils import uuid
 from flask import current_app, has_app_context
 
-from models import db
+from models import db, utcnow
 from models.states import RunState
-from scheduler import alerts, payload, recorder, records
+from scheduler import payload, recorder, records
+from scheduler.mail import alerts
 from scheduler.enqueue import PUBLISH_ERRORS, BrokerUnavailable, routed_queue
 
 
@@ -52,7 +53,7 @@ class FlaskTask(Task):
                 queue=(request.delivery_info or {}).get("routing_key"),
                 host=request.hostname or socket.gethostname(),
                 pid=os.getpid(),
-                now=records.utcnow(),
+                now=utcnow(),
             )
             if not go:
                 # Already final: cancelled before it started, or a duplicate delivery.
@@ -68,7 +69,7 @@ class FlaskTask(Task):
                 cause = exc.exc if isinstance(exc.exc, BaseException) else None
                 reason = f"{type(cause).__name__}: {cause}" if cause else "retry requested"
                 eta = _retry_eta(exc.when)
-                rec.finish(task_id, RunState.RETRYING, records.utcnow(),
+                rec.finish(task_id, RunState.RETRYING, utcnow(),
                            error_type=type(cause).__name__ if cause else None,
                            error_message=_text(cause), traceback=_format_tb(cause), eta=eta,
                            message=reason + (f"; next attempt at {eta.isoformat()}" if eta
@@ -77,13 +78,13 @@ class FlaskTask(Task):
                 raise
             except Reject as exc:
                 if exc.requeue:
-                    rec.finish(task_id, RunState.QUEUED, records.utcnow(),
+                    rec.finish(task_id, RunState.QUEUED, utcnow(),
                                message=f"rejected and requeued: {exc.reason}", wait=True)
                 else:
                     self._failed(rec, task_id, exc, traceback.format_exc(), late)
                 raise
             except Ignore:
-                rec.finish(task_id, RunState.SUCCEEDED, records.utcnow(), result="null",
+                rec.finish(task_id, RunState.SUCCEEDED, utcnow(), result="null",
                            wait=late)
                 raise
             except BaseException as exc:
@@ -92,14 +93,14 @@ class FlaskTask(Task):
                     alerts.notify_failure(run_id, task_id, self.name,
                                           f"{type(exc).__name__}: {exc}")
                 raise
-            rec.finish(task_id, RunState.SUCCEEDED, records.utcnow(),
+            rec.finish(task_id, RunState.SUCCEEDED, utcnow(),
                        result=payload.capped_json(result), wait=late)
             return result
 
     @staticmethod
     def _failed(rec: recorder.Recorder, task_id: str, exc: BaseException, tb: str,
                 wait: bool) -> None:
-        rec.finish(task_id, RunState.FAILED, records.utcnow(), error_type=type(exc).__name__,
+        rec.finish(task_id, RunState.FAILED, utcnow(), error_type=type(exc).__name__,
                    error_message=_text(exc), traceback=payload.without_nul(tb),
                    message=payload.without_nul(f"{type(exc).__name__}: {exc}"), wait=wait)
 
@@ -114,7 +115,7 @@ class FlaskTask(Task):
             return
         request.progress_written_at = now
         recorder.current(db.engine, current_app.config).progress(
-            request.id, current, total, payload.without_nul(message), records.utcnow())
+            request.id, current, total, payload.without_nul(message), utcnow())
 
     def update_state(self, task_id=None, state=None, meta=None, **kwargs: Any) -> None:
         """Seed-style `update_state(state="PROGRESS", meta={...})` writes progress to the run row.
@@ -130,7 +131,7 @@ class FlaskTask(Task):
         """Commit the run row, then publish; a countdown or eta is held in Postgres instead.
 
         A run due later is stored `scheduled` and published by the leading beat's dispatcher
-        when due, so it survives Redis flushes and worker restarts (DESIGN "Time").
+        when due, so it survives Redis flushes and worker restarts.
         """
         trigger = options.pop("bk_trigger", "external")
         schedule_id = options.pop("bk_schedule_id", None)

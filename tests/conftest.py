@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 from app import create_app
 from app.embedded import EmbeddedServices
-from models import JobRun, db
+from models import JobRun, db, utcnow
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -331,13 +331,12 @@ def report(app, task_id: str, state: str | None = None, *, result: Any = None,
     """Write what a worker reports about a run (an outcome, progress) through the worker's
     own writer (scheduler.recorder), for tests that make runs in a given state."""
     from models.states import RunState
-    from scheduler import records
     from scheduler.recorder import Recorder
 
     with app.app_context():
         rec = Recorder(db.engine, flush_s=0.01, max_pending=10, retry_max_s=1.0)
     try:
-        now = records.utcnow()
+        now = utcnow()
         if progress is not None:
             rec.progress(task_id, *progress, now)
         if state is not None:

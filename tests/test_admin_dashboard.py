@@ -7,8 +7,8 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from app import create_app
-from models import db
-from scheduler import schedules, stats
+from models import db, utcnow
+from scheduler.beat import schedules
 from tests.conftest import sign_in, test_settings, wait_for
 from tests.test_stats import add_run
 
@@ -30,7 +30,7 @@ def test_dashboard_of_an_empty_database(viewer_client):
 
 
 def test_dashboard_shows_the_figures(app, viewer_client):
-    now = stats.utcnow()
+    now = utcnow()
     with app.app_context():
         for s in (1, 2, 3):
             add_run("demo.noop", "succeeded", now - timedelta(hours=2), duration_s=s)
@@ -56,7 +56,7 @@ def test_dashboard_shows_the_figures(app, viewer_client):
 
 def test_recent_failures_escape_the_error_message(app, viewer_client):
     with app.app_context():
-        add_run("demo.fail", "failed", stats.utcnow(), duration_s=1, error_type="<b>Err</b>",
+        add_run("demo.fail", "failed", utcnow(), duration_s=1, error_type="<b>Err</b>",
                 error_message='<script>alert("x")</script>')
         db.session.commit()
     html = page(viewer_client, "/admin/")
@@ -74,7 +74,7 @@ def test_workers_page_shows_the_worker_and_the_beat_leader(app, viewer_client, w
                                                           services):
     beat = beats.start()
     with app.app_context():
-        add_run("demo.noop", "queued", stats.utcnow(), queue="celery")
+        add_run("demo.noop", "queued", utcnow(), queue="celery")
         db.session.commit()
     leader = f"Leader: <strong>{socket.gethostname()}:{beat.proc.pid}</strong>"
     html = wait_for(lambda: (lambda h: h if leader in h else None)(

@@ -7,7 +7,7 @@ import re
 from sqlalchemy import func, select, text
 
 from models import Email, JobRun, db
-from scheduler import outbox
+from scheduler.mail import outbox
 from tests.conftest import csrf_token, wait_for
 
 XSS_SUBJECT = '"><img src=x onerror=alert(1)>'

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from app import create_app
 from models import Email, JobRun, Schedule, db
 from scheduler import records
-from scheduler import runs as run_ops
+from scheduler.history import actions, queries
 from scheduler.enqueue import enqueue
 from tests.conftest import (
     csrf_token, load_run, make_user, report, sign_in, test_settings, wait_for, wait_for_state,
@@ -203,7 +203,7 @@ def test_key_paging_keeps_the_filter(app, viewer_client):
 
 
 def test_text_search_pages_through_bounded_windows(app, viewer_client, monkeypatch):
-    monkeypatch.setattr(run_ops, "SEARCH_WINDOW", 3)
+    monkeypatch.setattr(queries, "SEARCH_WINDOW", 3)
     match_old = make_run(app, "demo.noop", ["needle"])
     for _ in range(5):
         make_run(app, "demo.noop", ["hay"])
@@ -222,12 +222,12 @@ def test_counts_are_exact_when_small_and_bounded_when_big(app, viewer_client, mo
         make_run(app, state="failed")
     make_run(app, state="succeeded")
     with app.app_context():
-        assert str(run_ops.count_runs(run_ops.RunFilters(states=("failed",)))) == "3"
-        monkeypatch.setattr(run_ops, "COUNT_EXACT_MAX", 2)
-        assert str(run_ops.count_runs(run_ops.RunFilters(states=("failed",)))) \
+        assert str(queries.count_runs(queries.RunFilters(states=("failed",)))) == "3"
+        monkeypatch.setattr(queries, "COUNT_EXACT_MAX", 2)
+        assert str(queries.count_runs(queries.RunFilters(states=("failed",)))) \
             == "more than 2"
-        monkeypatch.setattr(run_ops, "COUNT_ESTIMATE_FROM", 0)
-        assert str(run_ops.count_runs(run_ops.RunFilters())).startswith("about ")
+        monkeypatch.setattr(queries, "COUNT_ESTIMATE_FROM", 0)
+        assert str(queries.count_runs(queries.RunFilters())).startswith("about ")
 
 
 # --- a run ---------------------------------------------------------------------------------
@@ -482,7 +482,7 @@ def test_bulk_by_filter_says_how_many_and_acts_on_them(app, operator_client):
 
 
 def test_bulk_is_bounded(app, operator_client, monkeypatch):
-    monkeypatch.setattr(run_ops, "BULK_MAX", 2)
+    monkeypatch.setattr(actions, "BULK_MAX", 2)
     runs = [make_run(app, state="queued") for _ in range(3)]
     html = page(operator_client, "/admin/runs?state=queued")
     assert 'data-confirm="Cancel the newest 2 of 3 runs matching the filter?' in html
@@ -491,7 +491,7 @@ def test_bulk_is_bounded(app, operator_client, monkeypatch):
     post(operator_client, "/admin/runs/bulk", scope="filter", action="cancel", state="queued")
     assert [run_row(app, i).state for i in runs] == ["queued", "revoked", "revoked"]
     # Re-runs and retries publish each run: a lower bound of their own.
-    monkeypatch.setattr(run_ops, "BULK_START_MAX", 1)
+    monkeypatch.setattr(actions, "BULK_START_MAX", 1)
     html = page(operator_client, "/admin/runs?state=revoked")
     assert 'data-confirm="Re-run the newest 1 of 2 runs matching the filter?' in html
     assert 'data-confirm="Cancel all 2 runs matching the filter?' in html

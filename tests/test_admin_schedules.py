@@ -12,7 +12,8 @@ from sqlalchemy import event, func, select
 
 import beat_schedule
 from models import JobRun, Schedule, db
-from scheduler import records, schedules
+from scheduler import records
+from scheduler.beat import schedules
 from tests.conftest import csrf_token, report, wait_for_state
 
 XSS_NAME = "<script>alert(1)</script>"

@@ -43,7 +43,7 @@ def _error(resp, status: int, code: str) -> dict:
 
 def test_openapi_document_is_served(client):
     spec = client.get(f"{API}/openapi.json").get_json()
-    assert spec["openapi"] == "3.0.3"
+    assert spec["openapi"] == "3.1.0"
     assert {f"{API}/runs", f"{API}/schedules", f"{API}/emails", f"{API}/workers",
             f"{API}/queues"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select, text
 
 from models import BeatHeartbeat, JobRun, Schedule, db
-from scheduler import schedules
+from scheduler.beat import schedules
 from scheduler.enqueue import enqueue
 from tests.conftest import load_run, wait_for, wait_for_state
 

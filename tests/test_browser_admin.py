@@ -6,7 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 from models import Email, db
-from scheduler import outbox, schedules
+from scheduler.beat import schedules
+from scheduler.mail import outbox
 from tests.conftest import PASSWORD, make_user
 
 

@@ -12,7 +12,9 @@ from kombu.utils.json import dumps as celery_dumps
 from sqlalchemy import select, text
 
 from models import JobRun, db
-from scheduler import records, runs, schedules
+from scheduler import records
+from scheduler.beat import schedules
+from scheduler.history import actions
 from tests.conftest import load_run, wait_for, wait_for_state
 
 ARGS = [date(2026, 12, 2), datetime(2026, 12, 2, 7, 30, 15, 123456, tzinfo=timezone.utc),
@@ -93,7 +95,7 @@ def test_a_rerun_gets_the_arguments_of_the_run_it_repeats(app, worker):
     run = wait_for_state(app, first, "succeeded")
     assert run.args["__truncated__"] is True
     with app.app_context():
-        again = runs.rerun(db.session.get(JobRun, run.id), by="test")
+        again = actions.rerun(db.session.get(JobRun, run.id), by="test")
         task_id = db.session.get(JobRun, again.run_id).task_id
     rerun = wait_for_state(app, task_id, "succeeded")
     assert rerun.result == run.result and rerun.result["__truncated__"] is True
@@ -101,7 +103,7 @@ def test_a_rerun_gets_the_arguments_of_the_run_it_repeats(app, worker):
         small = _noop(app).apply_async(ARGS, KWARGS).id
     run = wait_for_state(app, small, "succeeded")
     with app.app_context():
-        again = runs.rerun(db.session.get(JobRun, run.id), by="test")
+        again = actions.rerun(db.session.get(JobRun, run.id), by="test")
         task_id = db.session.get(JobRun, again.run_id).task_id
     assert wait_for_state(app, task_id, "succeeded").result == EXPECTED
 

@@ -1,4 +1,4 @@
-"""Faults with real processes (issue 7): the beat leader killed with kill -9, and the SMTP
+"""Faults with real processes: the beat leader killed with kill -9, and the SMTP
 server down for two minutes. After each: every run ends in a final state, no slot fired twice
 and none lost beyond the misfire policy, every e-mail delivered exactly once."""
 from __future__ import annotations
@@ -12,9 +12,10 @@ from sqlalchemy import select, text
 
 from models import BeatHeartbeat, Email, JobRun, Schedule, db
 from models.states import FINAL_STATES
-from scheduler import outbox, schedules
+from scheduler.beat import schedules
+from scheduler.mail import outbox
 from scheduler.enqueue import enqueue
-from scheduler.slots import count_between
+from scheduler.beat.slots import count_between
 from tests.conftest import CeleryProcess, SmtpSink, wait_for
 
 _FINAL = tuple(s.value for s in FINAL_STATES)

@@ -1,4 +1,4 @@
-"""Broker faults (issue 7) with real processes: a worker killed with -9 holding prefetched and
+"""Broker faults with real processes: a worker killed with -9 holding prefetched and
 ETA messages, and Redis stopped without saving and started again empty. After each, every run
 ends final, none runs twice, every e-mail is delivered once (scheduler.recovery)."""
 from __future__ import annotations
@@ -19,10 +19,10 @@ from sqlalchemy import text
 from app import create_app
 from app.embedded import redis_server_binary
 from models import db
-from scheduler import schedules
+from scheduler.beat import schedules
 from scheduler.enqueue import enqueue
-from scheduler.outbox import send_email
-from scheduler.recovery import EPOCH_KEY, requeue_lost_messages
+from scheduler.mail.outbox import send_email
+from scheduler.upkeep.recovery import EPOCH_KEY, requeue_lost_messages
 from tests.conftest import (CeleryProcess, Services, csrf_token, load_run, test_settings,
                             wait_for, wait_for_state)
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from models import JobRun, Schedule, db
-from scheduler import firing, schedules
+from scheduler.beat import firing, schedules
 
 UTC = timezone.utc
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -67,15 +67,21 @@ def test_two_beats_ticking_at_once_fire_each_slot_once(ctx, app):
     schedules.create("s", {"task": "demo.noop", "every": "1s"})
     firing.fire_due(T0)
     errors = []
+    ticks = [T0 + timedelta(milliseconds=250 * n) for n in range(1, 161)]  # to T0 + 40 s
+    # One simulated clock for both: they race on every tick, and neither can run ahead of the
+    # other however the machine schedules the threads.
+    together = threading.Barrier(2, timeout=30)
 
     def beat(offset_ms: int):
         try:
             with app.app_context():
-                # Clock jitter: the two beats see slightly different times.
-                step(T0 + timedelta(milliseconds=offset_ms), T0 + timedelta(seconds=40),
-                     timedelta(milliseconds=250))
+                for tick in ticks:
+                    together.wait()
+                    # Clock jitter: the two beats see slightly different times.
+                    firing.fire_due(tick + timedelta(milliseconds=offset_ms))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
+            together.abort()
 
     threads = [threading.Thread(target=beat, args=(ms,)) for ms in (0, 130)]
     for t in threads:

@@ -1,6 +1,6 @@
 """Hostile input: only JSON is accepted on the wire, so a pickle message runs no code; 5 MB
 arguments and results are stored capped; oversized or malformed API and form input gets a 4xx
-with a message, never a 500 (issue 7)."""
+with a message, never a 500."""
 from __future__ import annotations
 
 import http.client

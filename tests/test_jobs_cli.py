@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import create_engine, text
 
-from scheduler import retention
+from scheduler.upkeep import retention
 from tests.conftest import wait_for_state
 
 
@@ -115,7 +115,7 @@ def no_rollups(services):
 
 def test_prune_keeps_recent_unfinished_last_failures_and_schedule_tail(app, cli, services,
                                                                        no_rollups):
-    from scheduler import schedules
+    from scheduler.beat import schedules
 
     with app.app_context():
         schedule_id = schedules.create("prune-me", {"task": "demo.noop", "every": "1h"}).id

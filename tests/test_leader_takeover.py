@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from scheduler.schedules import timing_of
-from scheduler.slots import count_between
+from scheduler.beat.schedules import timing_of
+from scheduler.beat.slots import count_between
 from tests.conftest import BIN, PROJECT, CeleryProcess, Services, wait_for
 
 #: What the issue asks: a standby leads within this long after the leader's host vanished.

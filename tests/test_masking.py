@@ -1,5 +1,5 @@
 """app.masking: passwords in URLs and secret settings appear nowhere: not in pages, the API,
-the CLI, `./run`'s log, a worker's log or `celery inspect conf` (issue 7)."""
+the CLI, `./run`'s log, a worker's log or `celery inspect conf`."""
 from __future__ import annotations
 
 import io

@@ -10,7 +10,7 @@ from celery.utils import uuid
 from sqlalchemy import select, text
 
 from models import Email, JobRun, db
-from scheduler import outbox
+from scheduler.mail import outbox
 from tests.conftest import CeleryProcess, csrf_token, wait_for
 
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from models import db
+from models import db, utcnow
 from models.states import RunState
 from scheduler import records
 from scheduler.enqueue import enqueue
@@ -49,9 +49,9 @@ def test_many_runs_are_written_in_one_batch_with_both_transitions(app, rec):
     with app.app_context():
         for task_id in ids:
             run_id, go = rec.begin(task_id, "demo.noop", [], {}, queue=None, host="h", pid=1,
-                                   now=records.utcnow())
+                                   now=utcnow())
             assert go and run_id is not None
-            rec.finish(task_id, RunState.SUCCEEDED, records.utcnow(), result='{"ok": true}')
+            rec.finish(task_id, RunState.SUCCEEDED, utcnow(), result='{"ok": true}')
         assert rec.flush(10)
     for task_id in ids:
         run = load_run(app, task_id)
@@ -65,7 +65,7 @@ def test_a_run_already_final_is_not_started_again(app, rec):
     with app.app_context():
         records.revoke(task_id, "cancelled by a test")
         _, go = rec.begin(task_id, "demo.noop", [], {}, queue=None, host="h", pid=1,
-                          now=records.utcnow())
+                          now=utcnow())
     assert go is False
 
 
@@ -74,10 +74,10 @@ def test_a_record_the_database_refuses_does_not_hold_back_the_others(app, rec, c
     with app.app_context():
         for task_id in (bad, good):
             rec.begin(task_id, "demo.noop", [], {}, queue=None, host="h", pid=1,
-                      now=records.utcnow())
-        rec.progress(bad, 10 ** 20, 10 ** 21, "beyond bigint", records.utcnow())
-        rec.finish(bad, RunState.SUCCEEDED, records.utcnow(), result='{"big": 1}')
-        rec.finish(good, RunState.SUCCEEDED, records.utcnow(), result='{"ok": 1}')
+                      now=utcnow())
+        rec.progress(bad, 10 ** 20, 10 ** 21, "beyond bigint", utcnow())
+        rec.finish(bad, RunState.SUCCEEDED, utcnow(), result='{"big": 1}')
+        rec.finish(good, RunState.SUCCEEDED, utcnow(), result='{"ok": 1}')
         assert rec.flush(10)
     kept = load_run(app, bad)
     assert kept.state == "succeeded" and kept.result == {"__unstorable__": True}
@@ -90,8 +90,8 @@ def test_an_outcome_waits_for_the_write_when_asked(app, rec):
     task_id = _queued(app)
     with app.app_context():
         rec.begin(task_id, "demo.noop", [], {}, queue=None, host="h", pid=1,
-                  now=records.utcnow())
-        assert rec.finish(task_id, RunState.FAILED, records.utcnow(), error_type="E",
+                  now=utcnow())
+        assert rec.finish(task_id, RunState.FAILED, utcnow(), error_type="E",
                           error_message="boom", message="E: boom", wait=True)
     run = load_run(app, task_id)  # written before finish() returned
     assert run.state == "failed" and run.error_message == "boom"
@@ -111,12 +111,12 @@ def test_runs_merged_before_a_write_leave_no_bytes_counted(app, services):
             for n, task_id in enumerate(ids):
                 started = threading.Thread(target=recorder.begin, daemon=True, kwargs=dict(
                     task_id=task_id, task_name="demo.noop", args=[], kwargs={}, queue=None,
-                    host="h", pid=1, now=records.utcnow()))
+                    host="h", pid=1, now=utcnow()))
                 started.start()
                 started.join(10)
                 assert not started.is_alive(), f"run {n} waits for room in an empty buffer"
-                recorder.progress(task_id, 1, 2, "half way " * 20, records.utcnow())
-                recorder.finish(task_id, RunState.SUCCEEDED, records.utcnow(),
+                recorder.progress(task_id, 1, 2, "half way " * 20, utcnow())
+                recorder.finish(task_id, RunState.SUCCEEDED, utcnow(),
                                 result='{"ok": true}')
                 if n % 50 == 49:
                     assert recorder.flush(10)

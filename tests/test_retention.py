@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import beat_schedule
-from models import RunState
+from models import RunState, utcnow
 from models.states import STATE_TIMESTAMP
-from scheduler import retention, schedules, stats
+from scheduler.beat import schedules
+from scheduler.history import stats
+from scheduler.upkeep import retention
 from scheduler.enqueue import enqueue
 from tests.conftest import wait_for_state
 
@@ -33,7 +35,7 @@ def engine(services):
 
 
 def today() -> datetime:
-    return stats.floor_time(stats.utcnow(), DAY)
+    return stats.floor_time(utcnow(), DAY)
 
 
 def insert(conn, task: str, state: str, created: datetime, duration_s: float | None = None,
@@ -86,7 +88,7 @@ def test_prune_rolls_up_what_it_deletes_keeps_what_it_must_and_is_idempotent(app
         unfinished = insert(conn, "t.a", "queued", old + timedelta(hours=4))
         kept_recent = [insert(conn, "t.a", "succeeded", recent + timedelta(hours=h), 1)
                        for h in range(3)]
-        today_run = insert(conn, "t.a", "succeeded", stats.utcnow(), 1)
+        today_run = insert(conn, "t.a", "succeeded", utcnow(), 1)
         before = conn.execute(text("SELECT count(*) FROM job_runs")).scalar()
 
     with app.app_context():
@@ -193,7 +195,7 @@ def test_the_dashboard_counts_pruned_days_from_rollups(app, engine, viewer_clien
         assert conn.execute(text("SELECT count(*) FROM job_runs")).scalar() == 0
         for _ in range(2):
             insert(conn, "t.a", "succeeded", unrolled + timedelta(hours=1))
-        insert(conn, "t.a", "failed", stats.utcnow())
+        insert(conn, "t.a", "failed", utcnow())
 
     with app.app_context():
         week = stats.daily_histogram(7)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import beat_schedule
-from scheduler import schedules
-from scheduler.slots import ScheduleError
+from scheduler.beat import schedules
+from scheduler.beat.slots import ScheduleError
 
 import pytest
 
@@ -38,7 +38,7 @@ def test_code_owns_the_definition_the_operator_owns_enabled(ctx):
 def test_unchanged_definition_keeps_its_cursor(ctx):
     from datetime import datetime, timezone
 
-    from scheduler import firing
+    from scheduler.beat import firing
 
     entry = {"name": "steady", "task": "demo.noop", "every": "1m"}
     schedules.sync_code([entry])

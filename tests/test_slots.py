@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.slots import (
+from scheduler.beat.slots import (
     ScheduleError, Timing, count_between, describe, format_every, next_slot, parse_cron,
     parse_every, slots_between, validate, zone,
 )

@@ -9,9 +9,11 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from models import RunState, db
+from models import RunState, db, utcnow
 from models.states import STATE_TIMESTAMP
-from scheduler import schedules, stats
+from scheduler import broker
+from scheduler.beat import schedules
+from scheduler.history import stats
 
 #: A fixed "now" for the windowed queries: 12:30 UTC.
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc)
@@ -215,10 +217,10 @@ def test_beats_leader_and_stale_heartbeats(ctx):
 def test_queue_names_and_depths(app, ctx, services):
     celery_app = app.extensions["celery"]
     schedules.create("q", {"task": "demo.noop", "every": "1m", "queue": "stats-sched-q"})
-    add_run(queue="stats-run-q", created=stats.utcnow())
-    add_run(queue="stats-old-q", created=stats.utcnow() - timedelta(days=3))
+    add_run(queue="stats-run-q", created=utcnow())
+    add_run(queue="stats-old-q", created=utcnow() - timedelta(days=3))
     db.session.commit()
-    names = stats.queue_names(celery_app)
+    names = broker.queue_names(celery_app)
     assert names == ["celery", "stats-run-q", "stats-sched-q"]
 
     # No worker consumes these queues; kombu keeps priorities 3, 6, 9 in lists of their own.
@@ -227,19 +229,19 @@ def test_queue_names_and_depths(app, ctx, services):
         r.lpush("stats-run-q", "m1", "m2", "m3")
         r.lpush("stats-sched-q\x06\x163", "m4")
         r.lpush("stats-sched-q\x06\x169", "m5")
-        depths = stats.queue_depths(celery_app, ["stats-run-q", "stats-sched-q", "stats-none"])
+        depths = broker.queue_depths(celery_app, ["stats-run-q", "stats-sched-q", "stats-none"])
     finally:
         r.delete("stats-run-q", "stats-sched-q\x06\x163", "stats-sched-q\x06\x169")
     assert depths == {"stats-run-q": 3, "stats-sched-q": 2, "stats-none": 0}
 
 
 def test_redis_client_reads_every_broker_url_form(services):
-    assert stats.redis_client(services.redis_url).ping()
-    client = stats.redis_client("redis+socket:///tmp/x.sock?virtual_host=3")
+    assert broker.redis_client(services.redis_url).ping()
+    client = broker.redis_client("redis+socket:///tmp/x.sock?virtual_host=3")
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["path"], kwargs["db"]) == ("/tmp/x.sock", 3)
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(redis.ConnectionError):
-        stats.redis_client(f"redis://127.0.0.1:{port}/0").ping()
+        broker.redis_client(f"redis://127.0.0.1:{port}/0").ping()

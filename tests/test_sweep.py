@@ -9,7 +9,7 @@ import psutil
 
 from app import create_app
 from scheduler.enqueue import enqueue
-from scheduler.sweep import sweep_lost_runs
+from scheduler.upkeep.sweep import sweep_lost_runs
 from tests.conftest import CeleryProcess, load_run, test_settings, wait_for, wait_for_state
 
 

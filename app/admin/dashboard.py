@@ -5,9 +5,10 @@ from datetime import timedelta
 
 from flask import render_template
 
+from models import utcnow
 from app.admin import bp
 from app.charts import stacked_bars
-from scheduler import stats
+from scheduler.history import stats
 
 HOUR = timedelta(hours=1)
 
@@ -19,7 +20,7 @@ def _chart(histogram: stats.Histogram, label_format: str, title: str):
 
 @bp.get("/")
 def dashboard() -> str:
-    now = stats.utcnow()
+    now = utcnow()
     hourly = stats.runs_histogram(HOUR, 24, now)
     # Complete days come from the daily rollups (they outlive pruning), today from job_runs.
     monthly = stats.daily_histogram(30, now)

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 from flask import Flask
 
-from scheduler import slots
-from scheduler.slots import ScheduleError
+from scheduler.beat import slots
+from scheduler.beat.slots import ScheduleError
 
 
 def when(dt: datetime | None, tz: str | None = None) -> str:

@@ -14,7 +14,7 @@ from app.admin.display import when
 from app.auth import role_required
 from models import Email, db
 from models.email import EMAIL_STATES
-from scheduler import outbox
+from scheduler.mail import outbox
 
 #: E-mails per page of the outbox.
 PAGE_SIZE = 50

@@ -13,45 +13,45 @@ from app.admin import bp
 from app.admin.display import when
 from app.auth import role_required
 from models import JobRun, RunState
-from scheduler import runs as run_ops
+from scheduler.history import actions, queries
 from scheduler.enqueue import BrokerUnavailable
 
 #: The publishers a run can have (the trigger filter's choices).
 TRIGGERS = ("web", "api", "cli", "beat", "manual", "rerun", "retry", "external")
 #: The states each action applies in (the run page shows and hides its buttons by them).
-ACTION_STATES = {"rerun": run_ops.RERUNNABLE, "retry": run_ops.RETRYABLE,
-                 "cancel": run_ops.CANCELLABLE, "stop": run_ops.STOPPABLE}
+ACTION_STATES = {"rerun": actions.RERUNNABLE, "retry": actions.RETRYABLE,
+                 "cancel": actions.CANCELLABLE, "stop": actions.STOPPABLE}
 BROKER_DOWN = "the task queue (Redis) is not reachable; try again shortly"
 
 
 @bp.get("/runs")
 def runs() -> str:
     try:
-        filters = run_ops.RunFilters.from_args(request.args)
+        filters = queries.RunFilters.from_args(request.args)
     except ValueError as exc:
         abort(400, description=f"Bad filter: {exc}.")
-    limit = request.args.get("limit", run_ops.PAGE_SIZE, type=int)
-    page = run_ops.list_runs(filters, before=request.args.get("before", type=int),
+    limit = request.args.get("limit", queries.PAGE_SIZE, type=int)
+    page = queries.list_runs(filters, before=request.args.get("before", type=int),
                              after=request.args.get("after", type=int), limit=limit)
     # The pager's links keep the filter and the page size.
-    paging = {**filters.to_args(), **({"limit": limit} if limit != run_ops.PAGE_SIZE else {})}
-    count = run_ops.count_runs(filters)
+    paging = {**filters.to_args(), **({"limit": limit} if limit != queries.PAGE_SIZE else {})}
+    count = queries.count_runs(filters)
     tasks = sorted(n for n in current_app.extensions["celery"].tasks
                    if not n.startswith("celery."))
     return render_template(
         "admin/runs.html", page=page, filters=filters, args=filters.to_args(), paging=paging,
         count=count,
         bulk_words=_bulk_words(count), states=[s.value for s in RunState], triggers=TRIGGERS,
-        tasks=tasks, when=when, window=run_ops.SEARCH_WINDOW,
+        tasks=tasks, when=when, window=queries.SEARCH_WINDOW,
         can_act=current_user.can("operator"))
 
 
-def _bulk_words(count: run_ops.Count) -> dict[str, str]:
+def _bulk_words(count: queries.Count) -> dict[str, str]:
     """Per bulk action, which runs "... all N matching" touches: for its button and its
     confirmation."""
     words = {}
-    for action in run_ops.ACTIONS:
-        limit = run_ops.bulk_limit(action)
+    for action in actions.ACTIONS:
+        limit = actions.bulk_limit(action)
         if count.kind == "exact" and count.value <= limit:
             words[action] = f"all {count}"
         else:
@@ -62,8 +62,8 @@ def _bulk_words(count: run_ops.Count) -> dict[str, str]:
 @bp.get("/runs/<int:run_id>")
 def run(run_id: int) -> str:
     item = _run_or_404(run_id)
-    return render_template("admin/run.html", run=item, links=run_ops.run_links(item),
-                           progress=run_ops.progress(item), fields=_fields(item),
+    return render_template("admin/run.html", run=item, links=queries.run_links(item),
+                           progress=queries.progress(item), fields=_fields(item),
                            documents=_documents(item), can=_allowed(item),
                            action_states={a: " ".join(s.value for s in states)
                                           for a, states in ACTION_STATES.items()},
@@ -73,11 +73,11 @@ def run(run_id: int) -> str:
 @bp.get("/runs/<int:run_id>/progress")
 def run_progress(run_id: int) -> Response:
     """The live part of the run page, polled by admin-run.js."""
-    return jsonify(run_ops.progress(_run_or_404(run_id)))
+    return jsonify(queries.progress(_run_or_404(run_id)))
 
 
 def _run_or_404(run_id: int) -> JobRun:
-    item = run_ops.get_run(run_id)
+    item = queries.get_run(run_id)
     if item is None:
         abort(404, description=f"There is no run {run_id}.")
     return item
@@ -123,32 +123,32 @@ def _allowed(item: JobRun) -> dict[str, bool]:
 @role_required("operator")
 def run_rerun(run_id: int) -> Response:
     """A new run of the same task and arguments, linked to this one."""
-    return _act(run_id, run_ops.rerun)
+    return _act(run_id, actions.rerun)
 
 
 @bp.post("/runs/<int:run_id>/retry")
 @role_required("operator")
 def run_retry(run_id: int) -> Response:
     """A failed or lost run once more, as a new linked run (once per run)."""
-    return _act(run_id, run_ops.retry)
+    return _act(run_id, actions.retry)
 
 
 @bp.post("/runs/<int:run_id>/cancel")
 @role_required("operator")
 def run_cancel(run_id: int) -> Response:
-    return _act(run_id, run_ops.cancel)
+    return _act(run_id, actions.cancel)
 
 
 @bp.post("/runs/<int:run_id>/stop")
 @role_required("operator")
 def run_stop(run_id: int) -> Response:
-    return _act(run_id, run_ops.stop)
+    return _act(run_id, actions.stop)
 
 
-def _act(run_id: int, action: Callable[..., run_ops.ActionResult]) -> Response:
+def _act(run_id: int, action: Callable[..., actions.ActionResult]) -> Response:
     try:
         result = action(_run_or_404(run_id), by=current_user.email)
-    except run_ops.RunActionError as exc:
+    except actions.RunActionError as exc:
         flash(f"Not done: {exc}.", "error")
     except BrokerUnavailable:
         flash(f"Not done: {BROKER_DOWN}.", "error")
@@ -163,18 +163,18 @@ def runs_bulk() -> Response:
     """An action on the ticked runs (`ids`), or with `scope=filter` on the runs matching
     the filter fields sent along (as many as scheduler.runs.bulk_limit allows)."""
     try:
-        filters = run_ops.RunFilters.from_args(request.form)
+        filters = queries.RunFilters.from_args(request.form)
     except ValueError as exc:
         flash(f"Not done: bad filter: {exc}.", "error")
         return redirect(url_for("admin.runs"))
     action = request.form.get("action", "")
     try:
         if request.form.get("scope") == "filter":
-            result = run_ops.bulk(action, filters=filters, by=current_user.email)
+            result = actions.bulk(action, filters=filters, by=current_user.email)
         else:
             ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
-            result = run_ops.bulk(action, ids=ids, by=current_user.email)
-    except run_ops.RunActionError as exc:
+            result = actions.bulk(action, ids=ids, by=current_user.email)
+    except actions.RunActionError as exc:
         flash(f"Not done: {exc}.", "error")
     except BrokerUnavailable:
         flash(f"Not done: {BROKER_DOWN}.", "error")

@@ -17,9 +17,9 @@ from app.admin import bp
 from app.auth import role_required
 from models import JobRun, Schedule, db
 from models.schedule import MISFIRE_POLICIES, OVERLAP_POLICIES
-from scheduler import schedules, slots
+from scheduler.beat import schedules, slots
 from scheduler.enqueue import BrokerUnavailable, UnknownTask
-from scheduler.slots import ScheduleError
+from scheduler.beat.slots import ScheduleError
 
 #: Fire times shown for a schedule (list, detail, preview).
 NEXT_COUNT = 5
@@ -158,12 +158,24 @@ def _definition_values(form: Mapping[str, Any]) -> dict[str, Any]:
     if key is None:
         raise ScheduleError(f"choose a timing: {', '.join(TIMING_FIELD)}")
     values = {"task": form["task"], "tz": form["tz"] or "UTC", key: form[key],
-              "args": form["args"] or "[]", "kwargs": form["kwargs"] or "{}",
+              "args": _json_field(form["args"] or "[]", list, "args"),
+              "kwargs": _json_field(form["kwargs"] or "{}", dict, "kwargs"),
               "queue": form["queue"], "start_at": form["start_at"], "end_at": form["end_at"],
               "overlap": form["overlap"], "misfire": form["misfire"]}
     if form["grace"]:
         values["misfire_grace_s"] = form["grace"]
     return values
+
+
+def _json_field(text: str, kind: type, label: str) -> Any:
+    """args/kwargs typed in the form, read as the API reads them: any JSON values, null
+    included; what PostgreSQL cannot store (U+0000) or is not JSON (NaN) is refused."""
+    from app.api.schemas import parse_json_arguments
+
+    try:
+        return parse_json_arguments(text, kind, label)
+    except ValueError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def _render_form(form: Mapping[str, Any], schedule: Schedule | None = None,

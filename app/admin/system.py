@@ -9,10 +9,11 @@ from flask_login import current_user
 
 from app.admin import bp
 from app.masking import mask_settings, mask_text
-from scheduler import stats
+from scheduler import broker
+from scheduler.history import stats
 
 #: The settings shown to admins: where the service connects and how it sends mail. Passwords
-#: in URLs and secret values are masked (app.masking), never shown (issue 7).
+#: in URLs and secret values are masked (app.masking), never shown.
 SHOWN_SETTINGS = ("DATABASE_URL", "REDIS_URL", "MAIL_SERVER", "MAIL_PORT", "MAIL_USE_TLS",
                   "MAIL_USE_SSL", "MAIL_USERNAME", "MAIL_PASSWORD", "MAIL_DEFAULT_SENDER",
                   "SECRET_KEY", "METRICS_TOKEN", "MAX_CONTENT_LENGTH", "RESULT_MAX_BYTES")
@@ -32,18 +33,18 @@ def _settings() -> dict[str, Any] | None:
 def system() -> str:
     """Bounded to about BROKER_TIMEOUT_S (Redis check, then one waiting broadcast)."""
     celery_app = current_app.extensions["celery"]
-    names = stats.queue_names(celery_app)
+    names = broker.queue_names(celery_app)
     depths, broker_error, workers, workers_error = {}, None, [], None
     try:
-        depths = stats.queue_depths(celery_app, names)
-    except stats.BROKER_ERRORS as exc:
+        depths = broker.queue_depths(celery_app, names)
+    except broker.BROKER_ERRORS as exc:
         broker_error = _reason(exc)
     if broker_error is None:
         # Only ask the workers when Redis answers: against a dead broker the broadcast
         # retries its connection for seconds before it gives up.
         try:
-            workers = stats.workers(celery_app)
-        except stats.BROKER_ERRORS as exc:
+            workers = broker.workers(celery_app)
+        except broker.BROKER_ERRORS as exc:
             workers_error = _reason(exc)
     found_beats = stats.beats()
     return render_template(
@@ -51,6 +52,6 @@ def system() -> str:
         queues=names, depths=depths, broker_error=broker_error,
         workers=workers, workers_error=workers_error,
         beats=found_beats, leader=stats.beat_leader(found_beats), stale_s=stats.BEAT_STALE_S,
-        pending=stats.pending_counts(), timeout_s=stats.BROKER_TIMEOUT_S,
+        pending=stats.pending_counts(), timeout_s=broker.BROKER_TIMEOUT_S,
         settings=_settings(),
     )

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
-from app.api.schemas import ErrorSchema
+from app.api.schemas import ErrorSchema, document_rules, openapi_overrides
 from app.masking import mask_text
 from app.security import too_large_message
 
@@ -26,7 +26,7 @@ READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 class Parser(FlaskParser):
     """webargs' parser, with every unreadable JSON body a 400 `bad_json`: besides
     JSONDecodeError, Python's json raises ValueError for an integer of more than 4300 digits
-    and RecursionError for arrays nested deeper than the stack (both were 500s; issue 7)."""
+    and RecursionError for arrays nested deeper than the stack (both were 500s)."""
 
     def _raw_load_json(self, req):
         try:
@@ -70,7 +70,7 @@ class Api(SmorestApi):
 
 
 def _payload(status: int, code: str, message: str, headers: dict | None = None, **extra):
-    # Messages may quote an exception (a broker error): no URL password gets out (issue 7).
+    # Messages may quote an exception (a broker error): no URL password gets out.
     return {"code": code, "message": mask_text(message), **extra}, status, headers or {}
 
 
@@ -168,7 +168,8 @@ def init_app(app: Flask) -> None:
 
     app.config.setdefault("API_TITLE", "Beatkeeper API")
     app.config.setdefault("API_VERSION", "v1")
-    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    # 3.1: JSON Schema 2020-12, so `propertyNames` (the keys of kwargs) is part of the document.
+    app.config.setdefault("OPENAPI_VERSION", "3.1.0")
     app.config.setdefault("OPENAPI_URL_PREFIX", PREFIX)
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
     app.config.setdefault("API_SPEC_OPTIONS", {
@@ -180,7 +181,11 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.ma_plugin.converter.add_attribute_function(openapi_overrides)
     api.register_blueprint(bp)
+    # What fields alone cannot state: JSON values, rules across fields, the task names.
+    task_names = sorted(n for n in app.extensions["celery"].tasks if not n.startswith("celery."))
+    document_rules(api.spec, task_names)
     csrf.exempt(bp)
     app.extensions["beatkeeper_api"] = api
 

@@ -9,7 +9,7 @@ from sqlalchemy import String, cast, select
 from app.api import ApiError, bp
 from app.api.schemas import EmailListArgs, EmailPageSchema, EmailSchema, SendEmailSchema
 from models import Email, db
-from scheduler import outbox
+from scheduler.mail import outbox
 
 ID = "<int(max=9223372036854775807):email_id>"
 PAGE_SIZE = 50

@@ -1,6 +1,7 @@
 """API: runs. The list and the actions are scheduler.runs (the runs page's code)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from celery.utils import uuid
@@ -11,7 +12,7 @@ from app.api import ApiError, bp
 from app.api.schemas import (MessageSchema, attributes, RunListArgs, RunPageSchema, RunSchema,
                              StartRunSchema)
 from models import JobRun, db
-from scheduler import runs as run_ops
+from scheduler.history import actions, queries
 from scheduler.enqueue import BrokerUnavailable, UnknownTask, enqueue
 
 #: The trigger recorded on runs the API starts.
@@ -19,7 +20,7 @@ TRIGGER = "api"
 
 
 def _run_or_404(run_id: int) -> JobRun:
-    run = run_ops.get_run(run_id)
+    run = queries.get_run(run_id)
     if run is None:
         raise ApiError(404, "not_found", f"no run {run_id}")
     return run
@@ -27,7 +28,7 @@ def _run_or_404(run_id: int) -> JobRun:
 
 def _dump(run: JobRun) -> dict[str, Any]:
     data = attributes(run, RunSchema)
-    data["progress"] = run_ops.progress(run)
+    data["progress"] = queries.progress(run)
     return data
 
 
@@ -37,11 +38,14 @@ def _dump(run: JobRun) -> dict[str, Any]:
 def list_runs(**args: Any):
     """Runs, newest first, filtered as on the runs page; paged by key (`before`/`after`)."""
     try:
-        filters = run_ops.RunFilters.from_args(request.args)
+        filters = queries.RunFilters.from_args(request.args)
     except ValueError as exc:
         raise ApiError(422, "validation_error", str(exc)) from None
-    page = run_ops.list_runs(filters, before=args.get("before"), after=args.get("after"),
-                             limit=args.get("limit", run_ops.PAGE_SIZE))
+    # The times as validated here (in UTC: PostgreSQL refuses offsets beyond 15:59).
+    filters = dataclasses.replace(filters, created_from=args.get("from_"),
+                                  created_to=args.get("to"))
+    page = queries.list_runs(filters, before=args.get("before"), after=args.get("after"),
+                             limit=args.get("limit", queries.PAGE_SIZE))
     return {"runs": page.runs, "newer": page.newer, "older": page.older,
             "searched_to": page.searched_to}
 
@@ -50,7 +54,9 @@ def list_runs(**args: Any):
 @bp.arguments(StartRunSchema)
 @bp.response(202, RunSchema)
 def start_run(body: dict[str, Any]):
-    """Start a registered task by name, now or later (`countdown` seconds, or `eta`)."""
+    """Start a registered task by name, now or later (`countdown` seconds, or `eta`).
+
+    `args` and `kwargs` must fit the task's signature (422 `bad_arguments` otherwise)."""
     if body.get("countdown") is not None and body.get("eta") is not None:
         raise ApiError(422, "validation_error", "give countdown or eta, not both")
     task_id = uuid()
@@ -59,6 +65,9 @@ def start_run(body: dict[str, Any]):
                 countdown=body.get("countdown"), eta=body.get("eta"), task_id=task_id)
     except UnknownTask:
         raise ApiError(422, "unknown_task", f"no registered task {body['task']!r}") from None
+    except TypeError as exc:  # Celery checks the arguments against the task's signature
+        raise ApiError(422, "bad_arguments",
+                       f"the arguments do not fit task {body['task']}: {exc}") from None
     except BrokerUnavailable as exc:
         run_id = db.session.scalar(select(JobRun.id).where(JobRun.task_id == task_id))
         raise ApiError(503, "broker_unavailable", f"the task queue is not reachable: {exc}",
@@ -75,12 +84,12 @@ def get_run(run_id: int):
     return _dump(_run_or_404(run_id))
 
 
-def _action(name: str, act: Callable[..., run_ops.ActionResult], doc: str) -> None:
+def _action(name: str, act: Callable[..., actions.ActionResult], doc: str) -> None:
     def view(run_id: int):
         run = _run_or_404(run_id)
         try:
             result = act(run, by=f"api:{g.api_user.email}")
-        except run_ops.RunActionError as exc:
+        except actions.RunActionError as exc:
             raise ApiError(409, "wrong_state", str(exc)) from None
         except BrokerUnavailable as exc:
             raise ApiError(503, "broker_unavailable",
@@ -94,11 +103,11 @@ def _action(name: str, act: Callable[..., run_ops.ActionResult], doc: str) -> No
              tags=["runs"])(view)
 
 
-_action("cancel", run_ops.cancel,
+_action("cancel", actions.cancel,
         "Cancel a scheduled, queued or retrying run.\n\nAnswers 409 in other states.")
-_action("rerun", run_ops.rerun,
+_action("rerun", actions.rerun,
         "Start a finished run again as a new run (`run_id` in the answer).\n\n"
         "Answers 409 for a run not finished.")
-_action("retry", run_ops.retry,
+_action("retry", actions.retry,
         "Retry a failed or lost run once, as a new run (`run_id` in the answer).")
-_action("stop", run_ops.stop, "Stop a running run (its worker process gets SIGTERM).")
+_action("stop", actions.stop, "Stop a running run (its worker process gets SIGTERM).")

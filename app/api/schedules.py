@@ -9,9 +9,9 @@ from app.api import ApiError, bp
 from app.api.schemas import (ScheduleCreateSchema, ScheduleInputSchema, ScheduleListSchema,
                              ScheduleSchema, StartedSchema, attributes)
 from models import JobRun, Schedule, db
-from scheduler import schedules
+from scheduler.beat import schedules
 from scheduler.enqueue import BrokerUnavailable, UnknownTask
-from scheduler.slots import ScheduleError
+from scheduler.beat.slots import ScheduleError
 
 ID = "<int(max=2147483647):schedule_id>"
 #: What a definition may raise besides ScheduleError on odd input (time zones, numbers).
@@ -124,6 +124,9 @@ def run_schedule(schedule_id: int):
     except UnknownTask:
         raise ApiError(409, "unknown_task",
                        f"task {schedule.task} is not registered here") from None
+    except TypeError as exc:  # Celery checks the arguments against the task's signature
+        raise ApiError(409, "bad_arguments", f"the schedule's arguments do not fit task "
+                       f"{schedule.task}: {exc}") from None
     except BrokerUnavailable as exc:
         raise ApiError(503, "broker_unavailable",
                        f"the task queue is not reachable: {exc}") from None

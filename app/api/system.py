@@ -7,7 +7,7 @@ from flask import current_app
 
 from app.api import ApiError, bp
 from app.api.schemas import QueueListSchema, WorkerListSchema
-from scheduler import stats
+from scheduler import broker
 
 
 def _unavailable(exc: BaseException) -> ApiError:
@@ -26,8 +26,8 @@ def _tasks(items: list[dict]) -> list[dict[str, Any]]:
 def list_workers():
     """The Celery workers that answer within about a second, with what they run and hold."""
     try:
-        found = stats.workers(current_app.extensions["celery"])
-    except stats.BROKER_ERRORS as exc:
+        found = broker.workers(current_app.extensions["celery"])
+    except broker.BROKER_ERRORS as exc:
         raise _unavailable(exc) from None
     return {"workers": [{"node": w.node, "pid": w.pid, "concurrency": w.concurrency,
                          "uptime_s": w.uptime_s, "active": _tasks(w.active),
@@ -40,9 +40,9 @@ def list_workers():
 def list_queues():
     """The known queues and the messages waiting in each (Redis)."""
     celery_app = current_app.extensions["celery"]
-    names = stats.queue_names(celery_app)
+    names = broker.queue_names(celery_app)
     try:
-        depths = stats.queue_depths(celery_app, names)
-    except stats.BROKER_ERRORS as exc:
+        depths = broker.queue_depths(celery_app, names)
+    except broker.BROKER_ERRORS as exc:
         raise _unavailable(exc) from None
     return {"queues": [{"name": n, "depth": depths.get(n, 0)} for n in names]}

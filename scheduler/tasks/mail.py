@@ -6,7 +6,7 @@ from typing import Any
 from celery import shared_task
 from flask import current_app
 
-from scheduler import outbox
+from scheduler.mail import outbox
 
 
 class EmailNotSent(RuntimeError):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from celery import shared_task
 from flask import current_app
 
-from scheduler import leader, retention
-from scheduler.recovery import requeue_lost_messages
-from scheduler.sweep import sweep_lost_runs
+from scheduler.beat import leader
+from scheduler.upkeep import retention
+from scheduler.upkeep.recovery import requeue_lost_messages
+from scheduler.upkeep.sweep import sweep_lost_runs
 
 
 @shared_task(name="beat.prune_heartbeats", acks_late=True)
@@ -27,7 +28,7 @@ def prune_runs() -> dict[str, int]:
 @shared_task(name="runs.sweep", acks_late=True)
 def sweep_runs() -> dict[str, int]:
     """Mark lost the running runs whose worker is gone; publish again the queued runs whose
-    message is gone (issue 7)."""
+    message is gone."""
     celery_app, config = current_app.extensions["celery"], current_app.config
     lost = sweep_lost_runs(celery_app, config["LOST_AFTER_S"])
     requeued = requeue_lost_messages(celery_app, config["REQUEUE_AFTER_S"],

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import text
 
 from models import Email, FailureAlert, db
-from scheduler.outbox import send_email
+from scheduler.mail.outbox import send_email
 
 logger = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from celery.utils import uuid
 from sqlalchemy import Connection, select, text, update
 
 from models import Schedule, db
+from models.states import UNFINISHED_STATES, names
 from scheduler import records
-from scheduler.schedules import timing_of
-from scheduler.slots import Timing, count_between, next_slot, slots_between
+from scheduler.beat.schedules import timing_of
+from scheduler.beat.slots import Timing, count_between, next_slot, slots_between
 
 logger = logging.getLogger(__name__)
 
 #: Windows searched backwards from now for the latest due slot, before the whole range.
 _LOOKBACK_WINDOWS = (timedelta(minutes=1), timedelta(hours=1), timedelta(days=1),
                      timedelta(days=32), timedelta(days=367))
-_UNFINISHED = "('scheduled', 'queued', 'running', 'retrying')"
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -125,9 +125,9 @@ def _move_cursor(conn: Connection, schedule_id: int, cursor: datetime,
 
 def _unfinished_run(conn: Connection, schedule_id: int) -> tuple[str, str] | None:
     found = conn.execute(text(
-        f"SELECT task_id, state FROM job_runs WHERE schedule_id = :id "
-        f"AND state IN {_UNFINISHED} ORDER BY id DESC LIMIT 1"
-    ), {"id": schedule_id}).first()
+        "SELECT task_id, state FROM job_runs WHERE schedule_id = :id "
+        "AND state = ANY(:unfinished) ORDER BY id DESC LIMIT 1"
+    ), {"id": schedule_id, "unfinished": names(UNFINISHED_STATES)}).first()
     return (found.task_id, found.state) if found else None
 
 

@@ -14,11 +14,11 @@ from flask import current_app
 from kombu.utils.json import dumps as celery_dumps
 from sqlalchemy import delete, select, text
 
-from models import Schedule, db
+from models import Schedule, db, utcnow
 from models.schedule import MISFIRE_POLICIES, OVERLAP_POLICIES
-from scheduler import slots
+from scheduler.beat import slots
 from scheduler.enqueue import enqueue
-from scheduler.slots import ScheduleError, Timing
+from scheduler.beat.slots import ScheduleError, Timing
 
 #: Advisory lock held while code schedules are synced ("bk-sync!" read as 64-bit ASCII).
 SYNC_LOCK_KEY = int.from_bytes(b"bk-sync!", "big")
@@ -44,7 +44,7 @@ def describe(schedule: Schedule) -> str:
 def next_fire_times(schedule: Schedule, count: int = 5,
                     after: datetime | None = None) -> list[datetime]:
     """The next `count` slots after `after` (default now) under the current definition."""
-    timing, cursor, found = timing_of(schedule), after or _utcnow(), []
+    timing, cursor, found = timing_of(schedule), after or utcnow(), []
     while len(found) < count:
         cursor = slots.next_slot(timing, cursor)
         if cursor is None:
@@ -224,8 +224,5 @@ def sync_code(entries: Iterable[Mapping[str, Any]]) -> None:
 
 def _replan(schedule: Schedule) -> None:
     schedule.next_fire_at = None
-    schedule.updated_at = _utcnow()
+    schedule.updated_at = utcnow()
 
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)

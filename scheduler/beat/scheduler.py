@@ -17,7 +17,7 @@ from celery.beat import Scheduler
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models import db
-from scheduler import dispatch, firing, leader, schedules
+from scheduler.beat import dispatch, firing, leader, schedules
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ message but before the `sent` mark leaves the row in `sending`; the sweep flags 
 recipient got it. Transient failures (the server unreachable, a 4xx answer) put the row back
 to `queued` and retry with capped exponential backoff until MAIL_GIVE_UP_AFTER_S after the
 e-mail's due time: a deadline, not a count of attempts, so an SMTP outage of any length up to
-the deadline loses nothing whatever the backoff (issue 7: 8 attempts gave up after ~10 min).
+the deadline loses nothing whatever the backoff (8 attempts once gave up after ~10 min).
 """
 from __future__ import annotations
 
@@ -21,16 +21,15 @@ from datetime import datetime, timedelta, timezone
 
 from celery.utils import uuid
 from flask import current_app
-from flask_mail import Connection, Mail, Message
+from flask_mail import Connection, Message
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from models import Email, db
 from models.email import CLAIMABLE
 from scheduler import records
-from scheduler.dispatch import release_after_commit
+from scheduler.beat.dispatch import release_after_commit
 
-mail = Mail()
 logger = logging.getLogger(__name__)
 
 SEND_TASK = "mail.send"

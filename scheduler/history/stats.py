@@ -1,4 +1,4 @@
-"""Read-only figures about runs, schedules, beats, queues and workers (dashboard, API, metrics).
+"""Read-only figures about runs, schedules and beats (the dashboard, the API and /metrics).
 
 Every query over job_runs is keyed: by a `created_at >= :since` window (the index of
 migration 0005), by the (state, id) index, or by the partial index of scheduled runs on eta,
@@ -6,44 +6,25 @@ so each stays fast with millions of rows. Time buckets are in UTC.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import redis
-from celery import Celery
 from sqlalchemy import text
 
-from models import RunState, Schedule, db
-from models.states import FINAL_STATES
-from scheduler import schedules
-from scheduler.enqueue import PUBLISH_ERRORS
-from scheduler.slots import ScheduleError
+from models import RunState, Schedule, db, utcnow
+from models.email import UNSENT
+from models.job import RUN_SECONDS_SQL
+from models.states import FAILURE_STATES, FINAL_STATES, UNFINISHED_STATES, names
+from scheduler.beat import schedules
+from scheduler.beat.slots import ScheduleError
 
-#: Errors that mean "Redis or the workers did not answer".
-BROKER_ERRORS = PUBLISH_ERRORS + (redis.RedisError,)
-#: Runs that ended badly: the numerator of the failure rate.
-FAILURE_STATES = (RunState.FAILED.value, RunState.LOST.value)
-_FINAL = tuple(s.value for s in RunState if s in FINAL_STATES)
-#: States of work not finished yet, counted on the workers page.
-PENDING_STATES = ("scheduled", "queued", "running", "retrying")
 #: A beat whose heartbeat is older than this is gone (a live beat ticks at least every 1 s).
 BEAT_STALE_S = 10.0
 #: Bucket boundaries are multiples of the bucket length from this origin (midnight UTC).
 _ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 #: Longest error message shown in lists.
 MESSAGE_CHARS = 300
-#: Seconds to wait for Redis and for the workers' answers on the workers page.
-BROKER_TIMEOUT_S = 1.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
 
 
 # -- runs over time -------------------------------------------------------------------------
@@ -158,15 +139,16 @@ def failure_rates(now: datetime | None = None) -> dict[str, FailureRate]:
     """Failed+lost over final runs created in the last 24 h and 7 d, and all runs created in
     them: {"24h": ..., "7d": ...}."""
     now = now or utcnow()
-    row = db.session.execute(text(f"""
-        SELECT count(*) FILTER (WHERE state IN ({_in(FAILURE_STATES)}) AND created_at >= :day),
-               count(*) FILTER (WHERE state IN ({_in(_FINAL)}) AND created_at >= :day),
+    row = db.session.execute(text("""
+        SELECT count(*) FILTER (WHERE state = ANY(:failure) AND created_at >= :day),
+               count(*) FILTER (WHERE state = ANY(:final) AND created_at >= :day),
                count(*) FILTER (WHERE created_at >= :day),
-               count(*) FILTER (WHERE state IN ({_in(FAILURE_STATES)})),
-               count(*) FILTER (WHERE state IN ({_in(_FINAL)})),
+               count(*) FILTER (WHERE state = ANY(:failure)),
+               count(*) FILTER (WHERE state = ANY(:final)),
                count(*)
         FROM job_runs WHERE created_at >= :week
-    """), {"day": now - timedelta(hours=24), "week": now - timedelta(days=7)}).one()
+    """), {"day": now - timedelta(hours=24), "week": now - timedelta(days=7),
+           "failure": names(FAILURE_STATES), "final": names(FINAL_STATES)}).one()
     return {"24h": FailureRate(*row[:3]), "7d": FailureRate(*row[3:])}
 
 
@@ -198,17 +180,16 @@ def task_stats(since: timedelta = timedelta(hours=24),
     # revoked or skipped run may never have started.
     rows = db.session.execute(text(f"""
         SELECT task_name, count(*) AS runs,
-               count(*) FILTER (WHERE state IN ({_in(_FINAL)})) AS final,
+               count(*) FILTER (WHERE state = ANY(:final)) AS final,
                count(*) FILTER (WHERE state = 'failed') AS failed,
                count(*) FILTER (WHERE state = 'lost') AS lost,
-               percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY extract(epoch FROM
-                   CASE state WHEN 'succeeded' THEN succeeded_at WHEN 'failed' THEN failed_at
-                   END - started_at)) AS pct
+               percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP
+                   (ORDER BY {RUN_SECONDS_SQL}) AS pct
         FROM job_runs
         WHERE created_at >= :since
         GROUP BY task_name
         ORDER BY task_name
-    """), {"since": (now or utcnow()) - since}).all()
+    """), {"since": (now or utcnow()) - since, "final": names(FINAL_STATES)}).all()
     return [TaskStats(r.task_name, r.runs, r.final, r.failed, r.lost,
                       r.pct[0] if r.pct else None, r.pct[1] if r.pct else None) for r in rows]
 
@@ -282,10 +263,10 @@ def countdowns() -> Countdowns:
 def pending_counts() -> dict[str, int]:
     """Runs not finished yet, per state (scheduled, queued, running, retrying)."""
     rows = db.session.execute(text(
-        f"SELECT state, count(*) FROM job_runs WHERE state IN ({_in(PENDING_STATES)}) "
-        "GROUP BY state")).all()
+        "SELECT state, count(*) FROM job_runs WHERE state = ANY(:unfinished) GROUP BY state"),
+        {"unfinished": names(UNFINISHED_STATES)}).all()
     found = dict(rows)
-    return {state: found.get(state, 0) for state in PENDING_STATES}
+    return {state: found.get(state, 0) for state in names(UNFINISHED_STATES)}
 
 
 # -- beats ----------------------------------------------------------------------------------
@@ -320,89 +301,72 @@ def beat_leader(found: list[Beat]) -> Beat | None:
     return next((b for b in found if b.role == "leader" and b.alive), None)
 
 
-# -- broker queues --------------------------------------------------------------------------
-
-def redis_client(url: str, timeout_s: float = BROKER_TIMEOUT_S) -> redis.Redis:
-    """A redis-py client for a broker URL: redis://, rediss:// or kombu's redis+socket://."""
-    if url.startswith("redis+socket://"):
-        parts = urlsplit(url)
-        vhost = parse_qs(parts.query).get("virtual_host", ["0"])[0].strip("/") or "0"
-        return redis.Redis(unix_socket_path=parts.path, db=int(vhost),
-                           password=parts.password, socket_timeout=timeout_s,
-                           socket_connect_timeout=timeout_s)
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+def leader_tick_age(found: list[Beat]) -> float | None:
+    """Seconds since the newest heartbeat of a leading beat; None when no beat ever led."""
+    ages = [b.age_s for b in found if b.role == "leader"]
+    return min(ages) if ages else None
 
 
-def queue_names(celery_app: Celery, since: timedelta = timedelta(hours=24),
-                now: datetime | None = None) -> list[str]:
-    """The default queue, and every queue named by a schedule or by a recent run."""
-    names = {celery_app.conf.task_default_queue or "celery"}
-    names.update(q.name for q in (celery_app.conf.task_queues or ()))
-    names.update(db.session.scalars(text(
-        "SELECT DISTINCT queue FROM schedules WHERE queue IS NOT NULL "
-        "UNION SELECT DISTINCT queue FROM job_runs "
-        "WHERE created_at >= :since AND queue IS NOT NULL"),
-        {"since": (now or utcnow()) - since}))
-    return sorted(names)
+def beats_alive(found: list[Beat]) -> dict[str, int]:
+    """Beats with a fresh heartbeat, by role (leader, standby)."""
+    counts = {"leader": 0, "standby": 0}
+    for beat in found:
+        if beat.alive:
+            counts[beat.role] = counts.get(beat.role, 0) + 1
+    return counts
 
 
-def queue_depths(celery_app: Celery, names: list[str],
-                 timeout_s: float = BROKER_TIMEOUT_S) -> dict[str, int]:
-    """Messages waiting in each queue, in one round trip to Redis (raises redis errors).
-
-    Kombu keeps a queue as one list per priority step, named "<queue><sep><step>" except for
-    step 0 (kombu.transport.redis.Channel._q_for_pri), so a depth is their sum, as in
-    kombu's own `_size`.
-    """
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-    options = celery_app.conf.broker_transport_options or {}
-    steps = options.get("priority_steps", PRIORITY_STEPS)
-    sep = options.get("sep", Channel.sep)
-    prefix = options.get("global_keyprefix", "")
-    client = redis_client(celery_app.conf.broker_url, timeout_s)
-    try:
-        with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                for step in steps:
-                    pipe.llen(f"{prefix}{name}{sep}{step}" if step else f"{prefix}{name}")
-            sizes = pipe.execute()
-    finally:
-        client.close()
-    return {name: sum(sizes[i * len(steps):(i + 1) * len(steps)])
-            for i, name in enumerate(names)}
-
-
-# -- workers --------------------------------------------------------------------------------
+# -- figures for /metrics -------------------------------------------------------------------
 
 @dataclass
-class Worker:
-    node: str
-    pid: int | None = None
-    concurrency: int | None = None
-    uptime_s: float | None = None
-    active: list[dict] = field(default_factory=list)
-    reserved: list[dict] = field(default_factory=list)
-    scheduled: list[dict] = field(default_factory=list)
+class Durations:
+    """Durations of one task's runs that ran to an end, as a cumulative histogram."""
+
+    task: str
+    count: int
+    total_s: float
+    #: (upper bound in seconds, runs at or under it), for each bound asked for.
+    buckets: list[tuple[float, int]]
 
 
-def workers(celery_app: Celery, timeout_s: float = BROKER_TIMEOUT_S) -> list[Worker]:
-    """The workers that answer within `timeout_s`, with what they run and hold.
+def runs_by_task_and_state(since: timedelta) -> list[tuple[str, str, int]]:
+    """(task, state, runs) of the runs created in the window."""
+    return [tuple(r) for r in db.session.execute(text(
+        "SELECT task_name, state, count(*) FROM job_runs WHERE created_at >= :since "
+        "GROUP BY task_name, state ORDER BY task_name, state"),
+        {"since": utcnow() - since})]
 
-    A broadcast waits its whole timeout unless it knows how many replies to expect, so only
-    the first one (stats, which also tells who is online) waits; the others go to the nodes
-    that answered and return as soon as all of them have. Raises on broker errors.
-    """
-    stats = celery_app.control.inspect(timeout=timeout_s).stats() or {}
-    found = {node: Worker(node, info.get("pid"),
-                          (info.get("pool") or {}).get("max-concurrency"), info.get("uptime"))
-             for node, info in sorted(stats.items())}
-    if not found:
-        return []
-    inspect = celery_app.control.inspect(destination=list(found), timeout=timeout_s,
-                                         limit=len(found))
-    for attribute in ("active", "reserved", "scheduled"):
-        for node, tasks in (getattr(inspect, attribute)() or {}).items():
-            if node in found:
-                setattr(found[node], attribute, tasks or [])
-    return list(found.values())
+
+def durations(since: timedelta, bounds: tuple[float, ...]) -> list[Durations]:
+    """Per task, the durations of the runs created in the window that ran to an end, counted
+    under each bound in one pass."""
+    columns = ", ".join(f"count(*) FILTER (WHERE d <= {float(b)!r}) AS b{i}"
+                        for i, b in enumerate(bounds))
+    rows = db.session.execute(text(
+        f"SELECT task_name, count(*) AS n, coalesce(sum(d), 0) AS total, {columns} "
+        f"FROM (SELECT task_name, greatest({RUN_SECONDS_SQL}, 0) AS d FROM job_runs "
+        "      WHERE created_at >= :since AND state IN ('succeeded', 'failed') "
+        "      AND started_at IS NOT NULL) AS finished "
+        "GROUP BY task_name ORDER BY task_name"), {"since": utcnow() - since}).mappings()
+    return [Durations(r["task_name"], r["n"], float(r["total"]),
+                      [(float(b), r[f"b{i}"]) for i, b in enumerate(bounds)]) for r in rows]
+
+
+def scheduled_overdue() -> int:
+    """Scheduled runs whose due time has passed (the dispatcher has yet to release them)."""
+    return db.session.scalar(text(
+        "SELECT count(*) FROM job_runs WHERE state = 'scheduled' AND eta < now()"))
+
+
+def unsent_emails() -> dict[str, int]:
+    """E-mails not sent yet, by state; the (state, id) index: sent ones are never counted."""
+    found = dict(db.session.execute(text(
+        "SELECT state, count(*) FROM emails WHERE state = ANY(:states) GROUP BY state"),
+        {"states": list(UNSENT)}).all())
+    return {state: found.get(state, 0) for state in UNSENT}
+
+
+def emails_needing_review() -> int:
+    """Failed e-mails whose delivery is uncertain (a person decides)."""
+    return db.session.scalar(text(
+        "SELECT count(*) FROM emails WHERE state = 'failed' AND needs_review"))

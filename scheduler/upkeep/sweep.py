@@ -10,7 +10,7 @@ from celery import Celery
 from sqlalchemy import text
 
 from models import db
-from scheduler import records, stats
+from scheduler import broker, records
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def sweep_lost_runs(celery_app: Celery, older_than_s: float) -> list[int]:
     if not candidates:
         return []
     try:
-        found = stats.workers(celery_app)
-    except stats.BROKER_ERRORS as exc:
+        found = broker.workers(celery_app)
+    except broker.BROKER_ERRORS as exc:
         logger.warning("sweep: the broker does not answer (%s); nothing marked lost", exc)
         return []
     online = {w.node for w in found}

@@ -22,8 +22,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, text
 
-from models import FINAL_STATES, RunState, db
-from scheduler.stats import floor_time, utcnow
+from models import FINAL_STATES, db, utcnow
+from models.job import RUN_SECONDS_SQL
+from models.states import names
+from scheduler.history.stats import floor_time
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +41,9 @@ SETTLE_DAYS = 7
 #: int4; the day's ordinal is the second key), so two prunes never write one day at once.
 ROLLUP_LOCK_NS = int.from_bytes(b"bkro", "big")
 
-_FINAL = [s.value for s in RunState if s in FINAL_STATES]
 
-#: Duration of a run that ran to an end, in ms: end minus the start of the last attempt (as in
-#: stats.task_stats; lost_at is when the sweep noticed, revoked/skipped runs may not start).
-_DURATION_MS = """1000 * extract(epoch FROM CASE state WHEN 'succeeded' THEN succeeded_at
-                                  WHEN 'failed' THEN failed_at END - started_at)::float8"""
+#: Duration of a run that ran to an end, in ms.
+_DURATION_MS = f"1000 * {RUN_SECONDS_SQL}::float8"
 
 _ROLL_UP_SQL = text(f"""
     INSERT INTO job_run_daily (day, task_name, state, runs, timed, duration_sum_ms, p50_ms,
@@ -151,7 +150,7 @@ def prune(days: int, batch: int = PRUNE_BATCH, now: datetime | None = None) -> P
     deleted = 0
     while True:
         with db.engine.begin() as conn:
-            n = conn.execute(_PRUNE_SQL, {"cutoff": cutoff, "final": _FINAL,
+            n = conn.execute(_PRUNE_SQL, {"cutoff": cutoff, "final": names(FINAL_STATES),
                                           "batch": batch}).rowcount
         deleted += n
         if n < batch:

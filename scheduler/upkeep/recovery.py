@@ -1,5 +1,5 @@
 """Recovery of lost messages: a `queued` run (or a `retrying` one past its due time) whose
-message is provably nowhere is published again with its task_id (issue 7).
+message is provably nowhere is published again with its task_id.
 
 A message is lost when Redis restarts without saving or is flushed, or when a worker's main
 process dies (kill -9) holding prefetched messages: kombu keeps those in its `unacked` hash and
@@ -45,8 +45,8 @@ from flask import current_app
 from sqlalchemy import text
 
 from models import db
-from scheduler import records, stats
-from scheduler.dispatch import publish_run
+from scheduler import broker, records
+from scheduler.beat.dispatch import publish_run
 from scheduler.enqueue import PUBLISH_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -97,10 +97,10 @@ def requeue_lost_messages(celery_app: Celery, older_than_s: float,
     with _exclusive() as mine:
         if not mine:
             return []
-        client = stats.redis_client(celery_app.conf.broker_url)
+        client = broker.redis_client(celery_app.conf.broker_url)
         try:
             return _pass(celery_app, client, older_than_s, after_loss_s, confirm_s)
-        except stats.BROKER_ERRORS as exc:
+        except broker.BROKER_ERRORS as exc:
             logger.warning("recovery: the broker does not answer (%s); nothing republished", exc)
             return []
         finally:
@@ -109,13 +109,13 @@ def requeue_lost_messages(celery_app: Celery, older_than_s: float,
 
 def _pass(celery_app: Celery, client: redis.Redis, older_than_s: float, after_loss_s: float,
           confirm_s: float) -> list[int]:
-    keys = _Keys(celery_app)
+    keys = broker.Keys(celery_app)
     now = datetime.now(timezone.utc)
-    epoch = _epoch(client, keys.epoch, now)
+    epoch = _epoch(client, keys.prefix + EPOCH_KEY, now)
     candidates = _candidates(now, older_than_s, after_loss_s, epoch)
     if not candidates:
         return []
-    queues = sorted(set(stats.queue_names(celery_app))
+    queues = sorted(set(broker.queue_names(celery_app))
                     | {c.queue or keys.default_queue for c in candidates})
     db.session.rollback()  # no transaction of ours stays open while we wait
     first = _look(celery_app, client, keys, candidates, queues)
@@ -127,28 +127,6 @@ def _pass(celery_app: Celery, client: redis.Redis, older_than_s: float, after_lo
     lost = [c for c in candidates if c.task_id in second]
     tags = {c.task_id: first[c.task_id] | second[c.task_id] for c in lost}
     return _republish(celery_app, client, keys, lost, tags)
-
-
-class _Keys:
-    """Names of kombu's Redis keys for this broker (transport options honoured)."""
-
-    def __init__(self, celery_app: Celery) -> None:
-        from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-        options = celery_app.conf.broker_transport_options or {}
-        self.prefix = options.get("global_keyprefix", "")
-        self.steps = options.get("priority_steps", PRIORITY_STEPS)
-        self.sep = options.get("sep", Channel.sep)
-        self.unacked = self.prefix + options.get("unacked_key", Channel.unacked_key)
-        self.unacked_index = self.prefix + options.get("unacked_index_key",
-                                                       Channel.unacked_index_key)
-        self.epoch = self.prefix + EPOCH_KEY
-        self.default_queue = celery_app.conf.task_default_queue or "celery"
-
-    def lists(self, queue: str) -> list[str]:
-        """The lists of one queue, one per priority step (kombu's Channel._q_for_pri)."""
-        return [f"{self.prefix}{queue}{self.sep}{step}" if step else f"{self.prefix}{queue}"
-                for step in self.steps]
 
 
 def _epoch(client: redis.Redis, key: str, now: datetime) -> datetime:
@@ -177,7 +155,8 @@ def _candidates(now: datetime, older_than_s: float, after_loss_s: float,
     return [Candidate(*row) for row in rows]
 
 
-def _look(celery_app: Celery, client: redis.Redis, keys: _Keys, candidates: list[Candidate],
+def _look(celery_app: Celery, client: redis.Redis, keys: broker.Keys,
+          candidates: list[Candidate],
           queues: list[str]) -> dict[str, set[str]]:
     """The candidates whose message is in no queue list and on no live worker, each with the
     delivery tags of its entries in the unacked hash (held by no live consumer)."""
@@ -286,7 +265,8 @@ def _search_unacked(client: redis.Redis, key: str, wanted: set[str]) -> dict[str
     return found
 
 
-def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[Candidate],
+def _republish(celery_app: Celery, client: redis.Redis, keys: broker.Keys,
+               lost: list[Candidate],
                tags: dict[str, set[str]]) -> list[int]:
     done = []
     with celery_app.producer_or_acquire() as producer:
@@ -324,7 +304,7 @@ def _republish(celery_app: Celery, client: redis.Redis, keys: _Keys, lost: list[
     return done
 
 
-def _forget_unacked(client: redis.Redis, keys: _Keys, tags: set[str]) -> bool:
+def _forget_unacked(client: redis.Redis, keys: broker.Keys, tags: set[str]) -> bool:
     """Delete these unacked entries; True when this call deleted every one of them."""
     with client.pipeline(transaction=True) as pipe:
         for tag in sorted(tags):

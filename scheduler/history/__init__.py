@@ -1,0 +1,1 @@
+"""Runs as pages, the API and the CLI see them: queries, operator actions, figures."""

@@ -1,0 +1,1 @@
+"""E-mail: the outbox (sent once, never lost) and failure alerts."""
