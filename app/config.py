@@ -133,7 +133,10 @@ class Config:
     MAIL_RETRY_MAX_S: float = _env_float("MAIL_RETRY_MAX_S", 300.0)
     #: An e-mail `sending` for longer than this is flagged for review by the sweep.
     MAIL_SENDING_STUCK_S: float = _env_float("MAIL_SENDING_STUCK_S", 600.0)
-    #: A run `running` this long that no worker reports as active is marked lost by the sweep.
+    #: Every worker process (pool children too) writes its heartbeat row this often.
+    HEARTBEAT_S: float = _env_float("HEARTBEAT_S", 2.0)
+    #: A worker process not seen for this long is gone: the sweep marks its running runs
+    #: lost, or queues them again when their task is safe to repeat (acks_late).
     LOST_AFTER_S: float = _env_float("LOST_AFTER_S", 60.0)
     #: A run `queued` this long whose message is in no queue and on no worker is published
     #: again by the sweep (a Redis restart without saving, a worker killed holding

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from models import db
 from scheduler import broker
-from scheduler.history import stats
+from scheduler.history import processes, stats
 
 bp = Blueprint("health", __name__)
 
@@ -56,7 +56,7 @@ def _check_database() -> dict[str, Any]:
 
 def _check_beat(max_age_s: float) -> dict[str, Any]:
     try:
-        age = stats.leader_tick_age(stats.beats())
+        age = processes.leader_tick_age(processes.beats())
     except Exception as exc:
         current_app.logger.warning("readyz: beat: %s", exc)
         return {"ok": False, "error": _reason(exc)}
@@ -175,17 +175,17 @@ def _outbox_and_beat_families() -> list:
         "beatkeeper_emails_needs_review",
         "Failed e-mails whose delivery is uncertain (a person decides).",
         value=stats.emails_needing_review())
-    found = stats.beats()
-    age = stats.leader_tick_age(found)
+    found = processes.beats()
+    age = processes.leader_tick_age(found)
     leader_age = GaugeMetricFamily(
         "beatkeeper_beat_leader_tick_age_seconds",
         "Seconds since the leading beat's last heartbeat (+Inf when no beat ever led).",
         value=float("inf") if age is None else age)
     beats_alive = GaugeMetricFamily(
         "beatkeeper_beats_alive",
-        f"Beat processes with a heartbeat fresher than {stats.BEAT_STALE_S:g} s, by role.",
+        f"Beat processes with a heartbeat fresher than {processes.BEAT_STALE_S:g} s, by role.",
         labels=["role"])
-    for role, n in stats.beats_alive(found).items():
+    for role, n in processes.beats_alive(found).items():
         beats_alive.add_metric([role], n)
     return [outbox, review, leader_age, beats_alive]
 

@@ -38,7 +38,7 @@ def _load(run_id: int) -> JobRun:
 
 def _json_arg(value: str | None, name: str, kind: type) -> Any:
     """Any JSON array (object) the API takes, null included (app.api.schemas)."""
-    from app.api.schemas import parse_json_arguments
+    from app.api.fields import parse_json_arguments
 
     if value is None:
         return kind()
@@ -144,7 +144,8 @@ def rerun_command(run_id: int) -> None:
 
 @group.command("sweep")
 @click.option("--older-than", "older_than_s", type=float, default=None,
-              help="Seconds a run must have been running (default LOST_AFTER_S).")
+              help="Seconds a worker process must have gone unseen for its running runs to be "
+                   "lost (default LOST_AFTER_S; more than twice HEARTBEAT_S).")
 @click.option("--requeue-after", "requeue_after_s", type=float, default=None,
               help="Seconds a run must have been queued before its message is looked for "
                    "(default REQUEUE_AFTER_S).")
@@ -157,6 +158,10 @@ def sweep_command(older_than_s: float | None, requeue_after_s: float | None) -> 
     config = current_app.config
     if older_than_s is None:
         older_than_s = config["LOST_AFTER_S"]
+    if older_than_s <= 2 * config["HEARTBEAT_S"]:
+        raise click.BadParameter(
+            f"must be more than twice HEARTBEAT_S ({config['HEARTBEAT_S']:g} s): a live "
+            "worker process is only seen that often", param_hint="--older-than")
     lost = sweep_lost_runs(current_app.extensions["celery"], older_than_s)
     click.echo(f"marked {len(lost)} run(s) lost" + (f": {', '.join(map(str, lost))}" if lost else ""))
     after_loss_s = config["REQUEUE_AFTER_LOSS_S"]

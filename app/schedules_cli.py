@@ -46,7 +46,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 def _json_values(values: dict[str, Any]) -> dict[str, Any]:
     """--args and --kwargs read as the API reads them: any JSON values, null included."""
-    from app.api.schemas import parse_json_arguments
+    from app.api.fields import parse_json_arguments
 
     for key, kind in (("args", list), ("kwargs", dict)):
         if values.get(key) is not None:

@@ -7,6 +7,7 @@ from models.schedule import BeatHeartbeat, Schedule
 from models.states import FINAL_STATES, RunState
 from models.token import ApiToken
 from models.user import ROLES, User
+from models.worker import WorkerProcess
 
 __all__ = ["db", "utcnow", "Email", "FailureAlert", "JobRun", "JobEvent", "JobRunDaily", "Schedule", "BeatHeartbeat", "RunState", "FINAL_STATES",
-           "User", "ROLES", "ApiToken"]
+           "User", "ROLES", "ApiToken", "WorkerProcess"]

@@ -68,6 +68,10 @@ class JobRun(db.Model):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     worker_host: Mapped[str | None] = mapped_column(String(255))
     worker_pid: Mapped[int | None] = mapped_column(Integer)
+    #: The worker_processes row of the process that runs (or last ran) it: its liveness is the
+    #: run's. No foreign key: process rows are pruned, and a run whose row is gone is matched by
+    #: worker_host and worker_pid (as runs started before process rows existed).
+    worker_process_id: Mapped[int | None] = mapped_column(BigInteger)
     #: When the run is (or was) due: its countdown or slot, or a retry's next attempt.
     eta: Mapped[datetime | None] = mapped_column(TZ)
     result: Mapped[Any | None] = mapped_column(JSONB)

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from models import utcnow
 from models.states import SETTLED_STATES, RunState, names
-from scheduler import payload, records, reports
+from scheduler import heartbeat, payload, records, reports
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class Recorder:
         """Note the start of a run. Returns (run id or None, run?): run? is False when the
         run is already final (cancelled before it started, or a duplicate delivery)."""
         self._wait_for_room()
-        entry = reports.Report(task_id, started_at=now, host=host, pid=pid)
+        entry = reports.Report(task_id, started_at=now, host=host, pid=pid,
+                               process_id=heartbeat.current_id())
         try:
             row = self._read(task_id)
         except (psycopg2.Error, SQLAlchemyError) as exc:
@@ -106,7 +107,8 @@ class Recorder:
         if row is None:
             # No publisher wrote a row (send_task, `celery call`): create it running, now.
             started = records.start(task_id, task_name, args, kwargs, queue=queue,
-                                    worker_host=host, worker_pid=pid)
+                                    worker_host=host, worker_pid=pid,
+                                    process_id=heartbeat.current_id())
             return (started[0], True) if started else (None, False)
         run_id, state = row
         if state in _SETTLED:

@@ -109,6 +109,7 @@ def start(
     queue: str | None,
     worker_host: str,
     worker_pid: int,
+    process_id: int | None = None,
 ) -> tuple[int, int] | None:
     """Mark a run `running`, creating its row if no publisher did (plain Celery means).
 
@@ -120,13 +121,15 @@ def start(
         """
         WITH r AS (
             INSERT INTO job_runs (task_id, task_name, state, queue, args, kwargs, call_json,
-                                  attempts, worker_host, worker_pid, created_at, updated_at,
-                                  started_at)
+                                  attempts, worker_host, worker_pid, worker_process_id,
+                                  created_at, updated_at, started_at)
             VALUES (:task_id, :task_name, 'running', :queue, CAST(:args AS jsonb),
-                    CAST(:kwargs AS jsonb), :call_json, 1, :host, :pid, :now, :now, :now)
+                    CAST(:kwargs AS jsonb), :call_json, 1, :host, :pid, :process_id, :now,
+                    :now, :now)
             ON CONFLICT (task_id) DO UPDATE SET
                 state = 'running', attempts = job_runs.attempts + 1, worker_host = :host,
-                worker_pid = :pid, started_at = :now, updated_at = :now
+                worker_pid = :pid, worker_process_id = :process_id, started_at = :now,
+                updated_at = :now
             WHERE NOT job_runs.state = ANY(:settled)
             RETURNING id, attempts
         )
@@ -142,6 +145,7 @@ def start(
         call_json=call.call_json,
         host=worker_host,
         pid=worker_pid,
+        process_id=process_id,
         now=utcnow(),
         message=f"started on {worker_host} pid {worker_pid}",
         settled=names(SETTLED_STATES),
@@ -183,9 +187,14 @@ def _transition(
     return row.run_id if row else None
 
 
-def requeued(run_id: int, reason: str, conn: Connection | None = None) -> None:
-    """Back to `queued`: its message is published again (by the caller, after this)."""
-    _transition("id = :id", RunState.QUEUED, reason, conn=conn, id=run_id)
+def requeued(run_id: int, reason: str, conn: Connection | None = None,
+             only_from: RunState | None = None) -> int | None:
+    """Back to `queued` (from `only_from` only, when given): its message is published again,
+    by the caller after this or by the broker. Returns the run id, or None if unchanged."""
+    if only_from is None:
+        return _transition("id = :id", RunState.QUEUED, reason, conn=conn, id=run_id)
+    return _transition("id = :id AND state = :from_state", RunState.QUEUED, reason, conn=conn,
+                       id=run_id, from_state=only_from.value)
 
 
 def unpublishable(run_id: int, reason: str, conn: Connection | None = None,

@@ -23,6 +23,8 @@ class Report:
     started_at: datetime | None = None
     host: str | None = None
     pid: int | None = None
+    #: The worker_processes row of the process that runs it.
+    process_id: int | None = None
     #: The outcome: state, time, and its columns.
     state: str | None = None
     at: datetime | None = None
@@ -67,6 +69,7 @@ class Report:
     def plain(self) -> "Report":
         """This report without what the database may refuse (progress, result, long texts)."""
         copy = Report(self.task_id, started_at=self.started_at, host=self.host, pid=self.pid,
+                      process_id=self.process_id,
                       state=self.state, at=self.at, error_type=_short(self.error_type),
                       error_message=_short(self.error_message), eta=self.eta,
                       message=_short(self.message), task_name=self.task_name,
@@ -87,6 +90,7 @@ class Report:
             "started_at": iso(self.started_at),
             "host": self.host,
             "pid": self.pid,
+            "process_id": self.process_id,
             "start_msg": f"started on {self.host} pid {self.pid}" if self.started_at else None,
             "state": self.state,
             "at": iso(self.at),
@@ -104,6 +108,7 @@ class Report:
 
 
 _COLUMNS = """task_id text, starting boolean, started_at timestamptz, host text, pid int,
+    process_id bigint,
     start_msg text, state text, at timestamptz, result text, error_type text,
     error_message text, traceback text, eta timestamptz, message text, progress_at timestamptz,
     progress_current bigint, progress_total bigint, progress_message text"""
@@ -127,6 +132,8 @@ WITH d AS (
         attempts = r.attempts + CASE WHEN d.starting THEN 1 ELSE 0 END,
         worker_host = COALESCE(d.host, r.worker_host),
         worker_pid = COALESCE(d.pid, r.worker_pid),
+        worker_process_id = CASE WHEN d.starting THEN d.process_id
+                                 ELSE r.worker_process_id END,
         started_at = COALESCE(d.started_at, r.started_at),
         {_TIMESTAMPS},
         result = CASE WHEN d.state = 'succeeded' THEN CAST(d.result AS jsonb)

@@ -170,7 +170,7 @@ def _definition_values(form: Mapping[str, Any]) -> dict[str, Any]:
 def _json_field(text: str, kind: type, label: str) -> Any:
     """args/kwargs typed in the form, read as the API reads them: any JSON values, null
     included; what PostgreSQL cannot store (U+0000) or is not JSON (NaN) is refused."""
-    from app.api.schemas import parse_json_arguments
+    from app.api.fields import parse_json_arguments
 
     try:
         return parse_json_arguments(text, kind, label)

@@ -10,7 +10,7 @@ from flask_login import current_user
 from app.admin import bp
 from app.masking import mask_settings, mask_text
 from scheduler import broker
-from scheduler.history import stats
+from scheduler.history import processes, stats
 
 #: The settings shown to admins: where the service connects and how it sends mail. Passwords
 #: in URLs and secret values are masked (app.masking), never shown.
@@ -46,12 +46,14 @@ def system() -> str:
             workers = broker.workers(celery_app)
         except broker.BROKER_ERRORS as exc:
             workers_error = _reason(exc)
-    found_beats = stats.beats()
+    found_beats = processes.beats()
     return render_template(
         "admin/system.html",
         queues=names, depths=depths, broker_error=broker_error,
         workers=workers, workers_error=workers_error,
-        beats=found_beats, leader=stats.beat_leader(found_beats), stale_s=stats.BEAT_STALE_S,
+        beats=found_beats, leader=processes.beat_leader(found_beats), stale_s=processes.BEAT_STALE_S,
         pending=stats.pending_counts(), timeout_s=broker.BROKER_TIMEOUT_S,
+        processes=processes.worker_processes(current_app.config["LOST_AFTER_S"]),
+        lost_after_s=current_app.config["LOST_AFTER_S"],
         settings=_settings(),
     )

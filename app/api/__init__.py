@@ -14,7 +14,8 @@ from sqlalchemy.exc import DataError, OperationalError
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
-from app.api.schemas import ErrorSchema, document_rules, openapi_overrides
+from app.api.fields import openapi_overrides
+from app.api.schemas import ErrorSchema, document_rules
 from app.masking import mask_text
 from app.security import too_large_message
 

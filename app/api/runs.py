@@ -1,15 +1,15 @@
-"""API: runs. The list and the actions are scheduler.runs (the runs page's code)."""
+"""API: runs. The list and the actions are scheduler.history's (the runs page's code)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 from celery.utils import uuid
-from flask import g, request
+from flask import g
 from sqlalchemy import select
 
 from app.api import ApiError, bp
-from app.api.schemas import (MessageSchema, attributes, RunListArgs, RunPageSchema, RunSchema,
+from app.api.fields import attributes
+from app.api.schemas import (MessageSchema, RunListArgs, RunPageSchema, RunSchema,
                              StartRunSchema)
 from models import JobRun, db
 from scheduler.history import actions, queries
@@ -37,13 +37,12 @@ def _dump(run: JobRun) -> dict[str, Any]:
 @bp.response(200, RunPageSchema)
 def list_runs(**args: Any):
     """Runs, newest first, filtered as on the runs page; paged by key (`before`/`after`)."""
-    try:
-        filters = queries.RunFilters.from_args(request.args)
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", str(exc)) from None
-    # The times as validated here (in UTC: PostgreSQL refuses offsets beyond 15:59).
-    filters = dataclasses.replace(filters, created_from=args.get("from_"),
-                                  created_to=args.get("to"))
+    # Built from the arguments as the schema validated them (times in UTC: PostgreSQL refuses
+    # offsets beyond 15:59).
+    filters = queries.RunFilters.make(
+        states=args.get("state"), task=args.get("task"), trigger=args.get("trigger"),
+        schedule_id=args.get("schedule"), created_from=args.get("from_"),
+        created_to=args.get("to"), q=args.get("q"))
     page = queries.list_runs(filters, before=args.get("before"), after=args.get("after"),
                              limit=args.get("limit", queries.PAGE_SIZE))
     return {"runs": page.runs, "newer": page.newer, "older": page.older,

@@ -6,8 +6,9 @@ from typing import Any
 from sqlalchemy import select
 
 from app.api import ApiError, bp
+from app.api.fields import attributes
 from app.api.schemas import (ScheduleCreateSchema, ScheduleInputSchema, ScheduleListSchema,
-                             ScheduleSchema, StartedSchema, attributes)
+                             ScheduleSchema, StartedSchema)
 from models import JobRun, Schedule, db
 from scheduler.beat import schedules
 from scheduler.enqueue import BrokerUnavailable, UnknownTask

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from celery.utils import uuid
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from models import FINAL_STATES, JobRun, RunState, db
 from scheduler import payload, records
@@ -31,6 +31,9 @@ STOPPABLE = (RunState.RUNNING,)
 RETRYABLE = (RunState.FAILED, RunState.LOST)
 RERUNNABLE = tuple(s for s in RunState if s in FINAL_STATES)
 ACTIONS = ("rerun", "retry", "cancel", "stop")
+#: Worker pools that cannot end a task once it has started (Celery's revoke with terminate
+#: does nothing there): a stop is refused rather than recorded while the run goes on.
+UNSTOPPABLE_POOLS = ("solo", "threads")
 #: The trigger of the runs that re-runs and retries start.
 RERUN_TRIGGER, RETRY_TRIGGER = "rerun", "retry"
 
@@ -135,10 +138,24 @@ def stop(run: JobRun, *, by: str = "") -> ActionResult:
     recorded then: the run goes on)."""
     if RunState(run.state) not in STOPPABLE:
         raise RunActionError(f"run {run.id} is {run.state}; only running runs can be stopped")
+    pools = _unstoppable([run.id])
+    if run.id in pools:
+        raise RunActionError(f"run {run.id} runs on a worker with the {pools[run.id]} pool, "
+                             "which cannot stop a task once it has started; it goes on until "
+                             "it ends")
     _terminate([run.task_id])
     if _revoke([run.id], STOPPABLE, _reason("stopped", by)) or _state_now(run) == "revoked":
         return ActionResult(f"Run {run.id} stopped.")
     raise RunActionError(f"run {run.id} ended ({_state_now(run)}) before it could be stopped")
+
+
+def _unstoppable(run_ids: list[int]) -> dict[int, str]:
+    """{run id: pool} of the runs whose worker's pool cannot end a started task."""
+    rows = db.session.execute(text(
+        "SELECT r.id, p.pool FROM job_runs r JOIN worker_processes p "
+        "ON p.id = r.worker_process_id WHERE r.id = ANY(:ids) AND p.pool = ANY(:pools)"),
+        {"ids": list(run_ids), "pools": list(UNSTOPPABLE_POOLS)}).all()
+    return {r.id: r.pool for r in rows}
 
 
 def _reason(verb: str, by: str) -> str:
@@ -228,7 +245,9 @@ def bulk(action: str, *, ids: Sequence[int] | None = None, filters: RunFilters |
         note = _tell_workers([r.task_id for r in rows if r.id in done])
         done_n = len(done)
     elif action == "stop":
-        running = [r for r in rows if r.state in {s.value for s in STOPPABLE}]
+        unstoppable = _unstoppable([r.id for r in rows])
+        running = [r for r in rows if r.state in {s.value for s in STOPPABLE}
+                   and r.id not in unstoppable]
         _terminate([r.task_id for r in running])
         done_n = len(_revoke([r.id for r in running], STOPPABLE, _reason("stopped", by)))
     else:
@@ -244,7 +263,7 @@ def _skip_reason(action: str) -> str:
     return {"rerun": f"not {_names(RERUNNABLE)}, or not startable from here",
             "retry": f"not {_names(RETRYABLE)}, or retried before",
             "cancel": f"not {_names(CANCELLABLE)}",
-            "stop": "not running"}[action]
+            "stop": "not running, or on a solo or threads worker"}[action]
 
 
 def _bulk_start(action: str, run_ids: list[int], by: str) -> tuple[int, str]:

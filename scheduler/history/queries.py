@@ -66,11 +66,20 @@ class RunFilters:
         schedule = str(args.get("schedule") or "").strip()
         if schedule and not schedule.isdigit():
             raise ValueError("schedule must be a schedule id (a number)")
-        return cls(states=states, task=_text(args.get("task")),
-                   trigger=_text(args.get("trigger")),
-                   schedule_id=int(schedule) if schedule else None,
-                   created_from=_time(args.get("from"), "from"),
-                   created_to=_time(args.get("to"), "to"), q=_text(args.get("q")))
+        return cls.make(states=states, task=args.get("task"), trigger=args.get("trigger"),
+                        schedule_id=int(schedule) if schedule else None,
+                        created_from=_time(args.get("from"), "from"),
+                        created_to=_time(args.get("to"), "to"), q=args.get("q"))
+
+    @classmethod
+    def make(cls, *, states: Any = (), task: Any = None, trigger: Any = None,
+             schedule_id: int | None = None, created_from: datetime | None = None,
+             created_to: datetime | None = None, q: Any = None) -> RunFilters:
+        """From values already checked (the API's schema, or from_args): texts stripped and
+        cut to 255 characters, states once each."""
+        return cls(states=tuple(dict.fromkeys(states or ())), task=_text(task),
+                   trigger=_text(trigger), schedule_id=schedule_id, created_from=created_from,
+                   created_to=created_to, q=_text(q))
 
     def to_args(self) -> dict[str, Any]:
         """The request arguments that give these filters back (links and hidden fields)."""

@@ -19,8 +19,6 @@ from models.states import FAILURE_STATES, FINAL_STATES, UNFINISHED_STATES, names
 from scheduler.beat import schedules
 from scheduler.beat.slots import ScheduleError
 
-#: A beat whose heartbeat is older than this is gone (a live beat ticks at least every 1 s).
-BEAT_STALE_S = 10.0
 #: Bucket boundaries are multiples of the bucket length from this origin (midnight UTC).
 _ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 #: Longest error message shown in lists.
@@ -267,53 +265,6 @@ def pending_counts() -> dict[str, int]:
         {"unfinished": names(UNFINISHED_STATES)}).all()
     found = dict(rows)
     return {state: found.get(state, 0) for state in names(UNFINISHED_STATES)}
-
-
-# -- beats ----------------------------------------------------------------------------------
-
-@dataclass
-class Beat:
-    node: str
-    host: str
-    pid: int
-    role: str
-    started_at: datetime
-    last_tick_at: datetime
-    age_s: float
-
-    @property
-    def alive(self) -> bool:
-        return self.age_s <= BEAT_STALE_S
-
-
-def beats() -> list[Beat]:
-    """Every beat heartbeat, the leader first, then by last tick (newest first)."""
-    rows = db.session.execute(text(
-        "SELECT node, host, pid, role, started_at, last_tick_at, "
-        "extract(epoch FROM now() - last_tick_at) AS age_s FROM beat_heartbeats "
-        "ORDER BY role = 'leader' DESC, last_tick_at DESC")).all()
-    return [Beat(r.node, r.host, r.pid, r.role, r.started_at, r.last_tick_at,
-                 max(float(r.age_s), 0.0)) for r in rows]
-
-
-def beat_leader(found: list[Beat]) -> Beat | None:
-    """The leading beat, if its heartbeat is fresh."""
-    return next((b for b in found if b.role == "leader" and b.alive), None)
-
-
-def leader_tick_age(found: list[Beat]) -> float | None:
-    """Seconds since the newest heartbeat of a leading beat; None when no beat ever led."""
-    ages = [b.age_s for b in found if b.role == "leader"]
-    return min(ages) if ages else None
-
-
-def beats_alive(found: list[Beat]) -> dict[str, int]:
-    """Beats with a fresh heartbeat, by role (leader, standby)."""
-    counts = {"leader": 0, "standby": 0}
-    for beat in found:
-        if beat.alive:
-            counts[beat.role] = counts.get(beat.role, 0) + 1
-    return counts
 
 
 # -- figures for /metrics -------------------------------------------------------------------

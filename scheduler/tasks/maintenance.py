@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 from flask import current_app
 
+from models import db
+from scheduler import heartbeat
 from scheduler.beat import leader
 from scheduler.upkeep import retention
 from scheduler.upkeep.recovery import requeue_lost_messages
@@ -13,8 +15,8 @@ from scheduler.upkeep.sweep import sweep_lost_runs
 
 @shared_task(name="beat.prune_heartbeats", acks_late=True)
 def prune_heartbeats() -> dict[str, int]:
-    """Remove the heartbeats of beat processes gone for a day."""
-    return {"removed": leader.prune_heartbeats()}
+    """Remove the heartbeats of beat and worker processes gone for a day."""
+    return {"removed": leader.prune_heartbeats(), "workers_removed": heartbeat.prune(db.engine)}
 
 
 @shared_task(name="runs.prune", acks_late=True)

@@ -7,27 +7,32 @@ restores them only after `visibility_timeout` (one hour), so the run would wait 
 for ever after a flush. The run row in PostgreSQL is the truth; this module finds the runs whose
 message is gone and hands them to the broker again.
 
-A message is proven lost when, in two looks `confirm_s` apart, it is in none of the queue
-lists, no live worker holds it (reserved, running or waiting for its ETA), and it is at most in
-the unacked hash with no live worker holding it. Each look reads where a message goes in the
-order it goes (queue list, unacked hash, workers), so a message moving on between two reads is
-seen at the later place; one caught between places (popped, not yet registered) is seen by the
-second look. An unacked entry of a dead consumer is deleted before the new publish, and only the
-pass whose HDEL removed it publishes, so kombu never restores it later as a duplicate. Nothing
-is published when Redis or the workers' broadcast fails. A run is republished in a transaction
-that holds its row and checks it did not change since it was read (a worker starting it, or
-another pass republishing it, changes it). The looks are at least RECORD_RETRY_MAX_S apart:
-a worker process buffers its run records while PostgreSQL is down (scheduler.recorder), so a
-run that ran during a database outage may still read `queued` for that long after it ends.
+A message is proven lost when, in two looks `confirm_s` apart, it is in none of the queue lists
+and no live worker may hold it: it is at most in the unacked hash, delivered to a consumer that
+is gone. Who holds an unacked entry is read from the worker processes' heartbeats
+(scheduler.heartbeat), not from a broadcast, which a busy worker cannot answer: each live
+worker's main process lists what it holds; an entry of a run whose worker's main process is gone
+was that process's when it was delivered before its last heartbeat. A worker answering the
+broadcast that it holds a message proves it held; no answer proves nothing. Each look reads
+where a message goes in the order it goes (queue list, unacked hash, workers), so a message
+moving on between two reads is seen at the later place; one caught between places (popped, not
+yet registered) is seen by the second look. An unacked entry of a dead consumer is deleted
+before the new publish, and only the pass whose HDEL removed it publishes, so kombu never
+restores it later as a duplicate. Nothing is published when Redis fails. A run is republished in
+a transaction that holds its row and checks it did not change since it was read (a worker
+starting it, or another pass republishing it, changes it). The looks are at least
+RECORD_RETRY_MAX_S apart: a worker process buffers its run records while PostgreSQL is down
+(scheduler.recorder), so a run that ran during a database outage may still read `queued` for
+that long after it ends.
 
 Redis data loss is noticed by EPOCH_KEY, set when missing to the time it was set: runs queued
 before that time cannot have a message in this Redis unless it was published again, so they are
 checked after REQUEUE_AFTER_LOSS_S instead of REQUEUE_AFTER_S. The very first check sees the
 key missing too, which only costs one early look.
 
-Limits: a worker that holds a run's message but does not answer the broadcast within
-INSPECT_TIMEOUT_S in both looks counts as gone; a queue longer than MAX_SCAN_MESSAGES is not
-searched, and its runs are left alone.
+Limits: a queue longer than MAX_SCAN_MESSAGES is not searched, and its runs are left alone. A
+worker of an earlier release (no list of what it holds) that started before a delivery counts
+as that message's possible holder.
 """
 from __future__ import annotations
 
@@ -77,6 +82,9 @@ class Candidate:
     queue: str | None
     state: str
     updated_at: datetime
+    #: Set when the main process of the worker that last ran it is gone: its last heartbeat.
+    #: Unacked entries delivered before then were that process's, and nobody else's.
+    holder_gone_at: datetime | None = None
 
 
 def requeue_lost_messages(celery_app: Celery, older_than_s: float,
@@ -140,17 +148,29 @@ def _epoch(client: redis.Redis, key: str, now: datetime) -> datetime:
 
 def _candidates(now: datetime, older_than_s: float, after_loss_s: float,
                 epoch: datetime) -> list[Candidate]:
+    """Queued runs waiting longer than they should, retrying runs past their due time, and
+    runs the sweep queued again after their worker's main process died (at once)."""
     cutoff = now - timedelta(seconds=older_than_s)
     loss_cutoff = min(epoch, now - timedelta(seconds=after_loss_s))
     late = now - timedelta(seconds=after_loss_s)
     rows = db.session.execute(text("""
-        SELECT id, task_id, task_name, args, kwargs, queue, state, updated_at FROM job_runs
-        WHERE (state = 'queued' AND coalesce(queued_at, created_at) < greatest(:cutoff, :loss))
-           OR (state = 'retrying' AND (coalesce(eta, retrying_at) < :cutoff
-               OR (retrying_at < :epoch AND coalesce(eta, retrying_at) < :late)))
-        ORDER BY id LIMIT :batch
+        SELECT r.id, r.task_id, r.task_name, r.args, r.kwargs, r.queue, r.state, r.updated_at,
+               CASE WHEN m.stopped_at IS NOT NULL
+                         OR m.last_seen_at < now() - make_interval(secs => :lost_after)
+                    THEN m.last_seen_at END AS holder_gone_at
+        FROM job_runs r
+        LEFT JOIN worker_processes p ON p.id = r.worker_process_id
+        LEFT JOIN worker_processes m ON m.id = coalesce(p.parent_id, p.id)
+        WHERE (r.state = 'queued'
+               AND (coalesce(r.queued_at, r.created_at) < greatest(:cutoff, :loss)
+                    OR (r.worker_process_id IS NOT NULL
+                        AND (m.stopped_at IS NOT NULL
+                             OR m.last_seen_at < now() - make_interval(secs => :lost_after)))))
+           OR (r.state = 'retrying' AND (coalesce(r.eta, r.retrying_at) < :cutoff
+               OR (r.retrying_at < :epoch AND coalesce(r.eta, r.retrying_at) < :late)))
+        ORDER BY r.id LIMIT :batch
     """), {"cutoff": cutoff, "loss": loss_cutoff, "epoch": epoch, "late": late,
-           "batch": BATCH}).all()
+           "batch": BATCH, "lost_after": current_app.config["LOST_AFTER_S"]}).all()
     db.session.rollback()
     return [Candidate(*row) for row in rows]
 
@@ -171,13 +191,59 @@ def _look(celery_app: Celery, client: redis.Redis, keys: broker.Keys,
                 unsearched.add(queue)
             else:
                 seen |= found
-    # 2. The unacked hash (a message popped by a consumer, until it is acked).
+    # 2. The unacked hash (a message popped by a consumer, until it is acked), and whether a
+    # live consumer may hold each entry.
     unacked = _search_unacked(client, keys.unacked, wanted)
-    # 3. The live workers (reserved, running, waiting for an ETA).
-    held = _held_by_workers(celery_app, wanted)
+    held = _held_by_live_workers(client, keys, candidates, unacked)
+    # 3. What the workers that answer a broadcast say they hold (reserved, running, waiting
+    # for an ETA): an answer proves a message held; no answer proves nothing.
+    held |= _held_by_workers(celery_app, wanted)
     return {c.task_id: unacked.get(c.task_id, set()) for c in candidates
             if c.task_id not in seen and c.task_id not in held
             and (c.queue or keys.default_queue) not in unsearched}
+
+
+def _held_by_live_workers(client: redis.Redis, keys: broker.Keys, candidates: list[Candidate],
+                          unacked: dict[str, set[str]]) -> set[str]:
+    """The candidates with an unacked entry that a live worker may hold.
+
+    Kombu's unacked index keeps when each entry was delivered, not to whom. A live worker's
+    main process lists what it holds in its heartbeat (scheduler.heartbeat): an entry is held
+    when one lists it, or when it is too recent for the lists to tell, or when a live worker
+    that lists nothing (an older release) started before its delivery. An entry of a run whose
+    worker's main process is gone, delivered before that process's last heartbeat, was that
+    process's.
+    """
+    tags = sorted({tag for found in unacked.values() for tag in found})
+    if not tags:
+        return set()
+    delivered = dict(zip(tags, client.zmscore(keys.unacked_index, tags)))
+    config = current_app.config
+    live = db.session.execute(text("""
+        SELECT extract(epoch FROM started_at) AS started, holds,
+               extract(epoch FROM now()) AS now FROM worker_processes
+        WHERE kind = 'main' AND stopped_at IS NULL
+          AND last_seen_at >= now() - make_interval(secs => :lost_after)
+    """), {"lost_after": config["LOST_AFTER_S"]}).all()
+    db.session.rollback()
+    listed = {task_id for worker in live for task_id in (worker.holds or ())}
+    unlisting = [float(w.started) for w in live if w.holds is None]
+    # A delivery this recent may not be in its holder's list yet.
+    recent = (float(live[0].now) if live else time.time()) - 2 * config["HEARTBEAT_S"] - 1
+    held = set()
+    for run in candidates:
+        if run.task_id in listed:
+            held.add(run.task_id)
+            continue
+        for tag in unacked.get(run.task_id, ()):
+            at = delivered.get(tag)
+            if at is None:  # acked or restored meanwhile: the next look sees where it went
+                held.add(run.task_id)
+            elif run.holder_gone_at is not None and at <= run.holder_gone_at.timestamp():
+                continue  # delivered to the worker that is gone, while it was there
+            elif at > recent or any(started <= at for started in unlisting):
+                held.add(run.task_id)
+    return held
 
 
 class _NoAnswer(redis.RedisError):
