@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, text
 
 from models import Schedule, db, utcnow
 from models.schedule import MISFIRE_POLICIES, OVERLAP_POLICIES
-from scheduler.beat import slots
+from scheduler.beat import slots, wording
 from scheduler.enqueue import enqueue
 from scheduler.beat.slots import ScheduleError, Timing
 
@@ -38,7 +38,7 @@ def timing_of(schedule: Schedule | Mapping[str, Any]) -> Timing:
 
 
 def describe(schedule: Schedule) -> str:
-    return slots.describe(timing_of(schedule))
+    return wording.describe(timing_of(schedule))
 
 
 def next_fire_times(schedule: Schedule, count: int = 5,

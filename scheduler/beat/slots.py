@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 UTC = timezone.utc
 KINDS = ("interval", "crontab", "clocked")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US_PER_S = 1_000_000
+US_PER_S = 1_000_000
 _ONE_US = timedelta(microseconds=1)
 #: Seconds per interval unit ("ms" is divided instead, so "250ms" is exactly 0.25).
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -43,7 +43,7 @@ _MAX_GAP_MIN = 48 * 60
 _MONTHS = {n: i for i, n in enumerate(
     "jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)}
 _WEEKDAYS = {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())}
-_DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 #: (name, lowest, highest, names); day-of-week allows 7 as a second Sunday.
 _FIELDS = (("minute", 0, 59, None), ("hour", 0, 23, None), ("day-of-month", 1, 31, None),
            ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _WEEKDAYS))
@@ -77,18 +77,18 @@ def parse_every(value: str | int | float) -> float:
     if seconds <= 0:
         raise ScheduleError(f"interval must be positive: '{value}'")
     # Slots are computed in whole microseconds; a smaller interval would round to zero.
-    if round(seconds * _US_PER_S) < 1:
+    if round(seconds * US_PER_S) < 1:
         raise ScheduleError(f"interval must be at least 1 microsecond: '{value}'")
     return seconds
 
 
 def format_every(seconds: float) -> str:
     """Shortest exact text for an interval: 300 -> "5m", 90 -> "90s", 1.5 -> "1.5s"."""
-    us = round(parse_every(seconds) * _US_PER_S)
+    us = round(parse_every(seconds) * US_PER_S)
     for unit in ("d", "h", "m", "s"):
-        if us % (_UNIT_S[unit] * _US_PER_S) == 0:
-            return f"{us // (_UNIT_S[unit] * _US_PER_S)}{unit}"
-    return f"{us / _US_PER_S!r}s"
+        if us % (_UNIT_S[unit] * US_PER_S) == 0:
+            return f"{us // (_UNIT_S[unit] * US_PER_S)}{unit}"
+    return f"{us / US_PER_S!r}s"
 
 
 # --- crontab ---------------------------------------------------------------------------------
@@ -273,8 +273,8 @@ def validate(timing: Timing) -> None:
         if getattr(timing, what) is not None:
             _aware(getattr(timing, what), what)
     if timing.start_at and timing.end_at and timing.end_at <= timing.start_at:
-        raise ScheduleError(f"end_at ({_fmt(timing.end_at)}) must be after"
-                            f" start_at ({_fmt(timing.start_at)})")
+        raise ScheduleError(f"end_at ({format_moment(timing.end_at)}) must be after"
+                            f" start_at ({format_moment(timing.start_at)})")
 
 
 def _to_us(dt: datetime) -> int:
@@ -291,7 +291,7 @@ def _from_us(us: int) -> datetime | None:
 def _interval_ks(timing: Timing, after: datetime,
                  until: datetime | None) -> tuple[int, int, int, int | None]:
     """(anchor_us, every_us, first k, last k or None) of the slots in (after, until]."""
-    every = round(timing.every_s * _US_PER_S)
+    every = round(timing.every_s * US_PER_S)
     anchor = _to_us(timing.start_at) if timing.start_at else 0
     lo = max(_to_us(after) + 1, anchor) if timing.start_at else _to_us(after) + 1
     highs = [_to_us(t) for t in (until, timing.end_at) if t is not None]
@@ -366,55 +366,9 @@ def count_between(timing: Timing, after: datetime, until: datetime) -> int:
     return count
 
 
-# --- words -----------------------------------------------------------------------------------
-
-def _fmt(dt: datetime) -> str:
+def format_moment(dt: datetime) -> str:
     """A moment in UTC, seconds shown only when present: "2026-12-24 17:00 UTC"."""
     u = dt.astimezone(UTC)
     text = u.strftime("%Y-%m-%d %H:%M:%S.%f" if u.microsecond else
                       "%Y-%m-%d %H:%M:%S" if u.second else "%Y-%m-%d %H:%M")
     return f"{text} UTC"
-
-
-def _describe_every(seconds: float) -> str:
-    us = round(seconds * _US_PER_S)
-    for word, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        if us % (size * _US_PER_S) == 0:
-            n = us // (size * _US_PER_S)
-            return f"every {word}" if n == 1 else f"every {n} {word}s"
-    return f"every {us / _US_PER_S!r} seconds"
-
-
-def _describe_cron(c: Cron, tz: str) -> str:
-    every_day = not c.dom_restricted and len(c.months) == 12
-    all_hours = len(c.hours) == 24
-    mins, hours = sorted(c.minutes), sorted(c.hours)
-    if every_day and not c.dow_restricted and all_hours:
-        step = mins[1] - mins[0] if len(mins) > 1 else 60
-        if len(mins) == 1:
-            return f"every hour at minute {mins[0]} {tz}"
-        if 60 % step == 0 and mins == list(range(0, 60, step)):
-            return f"every minute {tz}" if step == 1 else f"every {step} minutes {tz}"
-    if every_day and len(mins) == 1 and len(hours) == 1:
-        at = f"{hours[0]:02d}:{mins[0]:02d} {tz}"
-        if not c.dow_restricted:
-            return f"every day at {at}"
-        if len(c.weekdays) == 1:
-            return f"every {_DAY_NAMES[next(iter(c.weekdays))]} at {at}"
-    return f"cron '{c.expr}' in {tz}"
-
-
-def describe(timing: Timing) -> str:
-    """The schedule in plain words, e.g. "every day at 02:00 Europe/Berlin"."""
-    validate(timing)
-    if timing.kind == "interval":
-        text = _describe_every(timing.every_s)
-    elif timing.kind == "crontab":
-        text = _describe_cron(parse_cron(timing.cron), timing.tz)
-    else:
-        text = f"once at {_fmt(timing.at)}"
-    if timing.start_at:
-        text += f" from {_fmt(timing.start_at)}"
-    if timing.end_at:
-        text += f" until {_fmt(timing.end_at)}"
-    return text

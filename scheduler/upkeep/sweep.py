@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 BATCH = 1000
 
 #: Running runs whose process is gone: its row says it exited, or it has not been seen for
-#: :lost_after seconds; a run without a process row (started before they existed, or its row
-#: was pruned) is matched by host and pid.
+#: :lost_after seconds; a run without a process row (its process could not register, or the
+#: row was pruned) is matched by node (the run's worker_host) and pid.
 _GONE_SQL = text("""
     SELECT r.id, r.task_id, r.task_name, r.worker_host, r.worker_pid,
            p.stopped_at IS NOT NULL AS exited
@@ -39,7 +39,8 @@ _GONE_SQL = text("""
                     OR p.last_seen_at < now() - make_interval(secs => :lost_after)
                ELSE NOT EXISTS (
                    SELECT 1 FROM worker_processes q
-                   WHERE q.host = r.worker_host AND q.pid = r.worker_pid
+                   WHERE q.pid = r.worker_pid
+                     AND (q.node = r.worker_host OR q.host = r.worker_host)
                      AND q.stopped_at IS NULL
                      AND q.last_seen_at >= now() - make_interval(secs => :lost_after))
           END
