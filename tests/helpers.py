@@ -4,11 +4,13 @@ signing in."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from email.parser import BytesParser
 import redis
 from sqlalchemy import create_engine, text
 
+from app.embedded import redis_server_binary
 from models import JobRun, db
 from scheduler.broker import redis_client
 
@@ -276,3 +279,55 @@ def signed_in_client(app, role: str):
     client = app.test_client()
     assert sign_in(client, f"{role}@example.com").status_code == 302
     return client
+
+
+#: What the test workers, beat and apps use: quick recovery, a short wait for buffered records.
+RECOVERY_SETTINGS = {"REQUEUE_AFTER_S": 20.0, "REQUEUE_AFTER_LOSS_S": 1.0,
+                     "RECORD_RETRY_MAX_S": 0.5}
+
+
+class PrivateRedis:
+    """A redis-server of one test (the embedded one's binary and options, append-only file on)
+    that can die without saving and come back empty on the same socket."""
+
+    def __init__(self) -> None:
+        # A short folder: a unix socket path has at most 107 bytes.
+        self.folder = Path(tempfile.mkdtemp(prefix="bk7-"))
+        self.socket = self.folder / "redis.sock"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+socket://{self.socket}"
+
+    def client(self) -> redis.Redis:
+        return redis_client(self.url, 5)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(redis_server_binary()), "--port", "0", "--unixsocket", str(self.socket),
+             "--unixsocketperm", "700", "--dir", str(self.folder), "--appendonly", "yes",
+             "--save", "", "--logfile", str(self.folder / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, timeout=30, message="the private Redis to start")
+
+    def _answers(self) -> bool:
+        try:
+            return self.client().ping()
+        except (redis.RedisError, OSError):
+            return False
+
+    def lose_everything(self) -> None:
+        """SHUTDOWN NOSAVE, then remove the append-only file: it comes back empty."""
+        try:
+            self.client().shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass
+        self.proc.wait(timeout=10)
+        (self.folder / "appendonly.aof").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -5,78 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 from sqlalchemy import text
 
 from app import create_app
-from app.embedded import redis_server_binary
 from models import db
 from scheduler.beat import schedules
 from scheduler.enqueue import enqueue
 from scheduler.mail.outbox import send_email
 from scheduler.upkeep.recovery import EPOCH_KEY, requeue_lost_messages
-from tests.helpers import (CeleryProcess, Services, csrf_token, load_run, test_settings,
-                            wait_for, wait_for_state)
+from tests.helpers import (RECOVERY_SETTINGS, CeleryProcess, PrivateRedis, Services, csrf_token,
+                           load_run, test_settings, wait_for, wait_for_state)
 
-#: What the test workers, beat and apps use: quick recovery, a short wait for buffered records.
-RECOVERY_SETTINGS = {"REQUEUE_AFTER_S": 20.0, "REQUEUE_AFTER_LOSS_S": 1.0,
-                     "RECORD_RETRY_MAX_S": 0.5}
 _FINAL = "('succeeded', 'failed', 'revoked', 'lost', 'skipped')"
-
-
-class PrivateRedis:
-    """A redis-server of one test (the embedded one's binary and options, append-only file on)
-    that can die without saving and come back empty on the same socket."""
-
-    def __init__(self) -> None:
-        # A short folder: a unix socket path has at most 107 bytes.
-        self.folder = Path(tempfile.mkdtemp(prefix="bk7-"))
-        self.socket = self.folder / "redis.sock"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis+socket://{self.socket}"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(redis_server_binary()), "--port", "0", "--unixsocket", str(self.socket),
-             "--unixsocketperm", "700", "--dir", str(self.folder), "--appendonly", "yes",
-             "--save", "", "--logfile", str(self.folder / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._answers, timeout=30, message="the private Redis to start")
-
-    def _answers(self) -> bool:
-        try:
-            return self.client().ping()
-        except (redis.RedisError, OSError):
-            return False
-
-    def lose_everything(self) -> None:
-        """SHUTDOWN NOSAVE, then remove the append-only file: it comes back empty."""
-        try:
-            self.client().shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass
-        self.proc.wait(timeout=10)
-        (self.folder / "appendonly.aof").unlink(missing_ok=True)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _held(celery_app, node: str, task_ids: list[str]) -> dict[str, str]:
