@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     security.init_app(app)
     app.register_blueprint(demo.bp)
+    csrf.exempt(demo.longtask)
     admin.init_app(app)
     api.init_app(app)
     if app.config["MAIL_CAPTURE_DIR"]:

@@ -68,6 +68,9 @@ def send_demo_email():
 
 @bp.post("/longtask")
 def longtask():
+    """The seed's protocol: 202, `{}` and a Location, for its jQuery client and `curl -X POST`,
+    which send no CSRF token: exempt (app/__init__.py), as it reads no session and needs no
+    sign-in, so a forged request can do nothing a plain one cannot."""
     try:
         task_id = enqueue("demo.long_task", trigger="web")
     except BrokerUnavailable:
