@@ -1,4 +1,5 @@
-"""The tests' one run factory: make_run, and report (what a worker reports about a run)."""
+"""What tests make: runs (make_run, the one run factory; report, what a worker reports about a
+run) and schedule timings (utc, cron, every)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from sqlalchemy import text
 
 from models import db, utcnow
 from models.states import STATE_TIMESTAMP, RunState
+from scheduler.beat.slots import Timing
 
 
 def report(app, task_id: str, state: str | None = None, *, result: Any = None,
@@ -112,3 +114,18 @@ def _insert_run(app, task: str, state: str, created: datetime, duration_s: float
         return conn.execute(statement, values).scalar()
     with app.app_context(), db.engine.begin() as own:
         return own.execute(statement, values).scalar()
+
+
+def utc(*args: int) -> datetime:
+    """A moment in UTC: utc(2026, 6, 1, 12)."""
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def cron(expr: str, tz: str = "UTC", **kw: Any) -> Timing:
+    """A crontab timing."""
+    return Timing("crontab", cron=expr, tz=tz, **kw)
+
+
+def every(seconds: float, **kw: Any) -> Timing:
+    """An interval timing."""
+    return Timing("interval", every_s=seconds, **kw)

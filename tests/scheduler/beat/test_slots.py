@@ -9,20 +9,9 @@ from scheduler.beat.slots import (
     ScheduleError, Timing, count_between, format_every, next_slot, parse_cron,
     parse_every, slots_between, validate, zone,
 )
+from tests.factories import cron, every, utc
 
 UTC = timezone.utc
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
-
-
-def cron(expr: str, tz: str = "UTC", **kw) -> Timing:
-    return Timing("crontab", cron=expr, tz=tz, **kw)
-
-
-def every(seconds: float, **kw) -> Timing:
-    return Timing("interval", every_s=seconds, **kw)
 
 
 # --- intervals -------------------------------------------------------------------------------

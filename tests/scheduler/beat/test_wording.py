@@ -7,20 +7,9 @@ import pytest
 
 from scheduler.beat.slots import Timing, zone
 from scheduler.beat.wording import describe
+from tests.factories import cron, every, utc
 
 UTC = timezone.utc
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
-
-
-def cron(expr: str, tz: str = "UTC", **kw) -> Timing:
-    return Timing("crontab", cron=expr, tz=tz, **kw)
-
-
-def every(seconds: float, **kw) -> Timing:
-    return Timing("interval", every_s=seconds, **kw)
 
 
 @pytest.mark.parametrize("timing, text", [
