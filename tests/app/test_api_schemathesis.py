@@ -52,7 +52,7 @@ def _stated_in_words(app):
 
 #: Generated requests per operation (schema-valid ones; negative mode is not run: the API
 #: ignores unknown query parameters, which schemathesis counts as a failure).
-EXAMPLES = {GenerationMode.POSITIVE: 75}
+EXAMPLES = {GenerationMode.POSITIVE: 50}
 
 
 def all_checks():

@@ -110,26 +110,38 @@ def test_a_long_run_is_never_marked_lost_on_any_pool(app, pool_workers):
     assert swept_while_running >= LONG_RUN_S / 3 - 5
 
 
-@pytest.mark.parametrize("pool", POOLS)
 def test_a_run_whose_process_is_killed_is_lost_within_lost_after_and_one_sweep(
-        app, pool_workers, pool):
-    worker = pool_workers(pool)
+        app, pool_workers):
+    """On every pool at once: kill -9 of the process that runs the run (the pool child, or
+    the worker itself for solo, threads and gevent)."""
+    workers = {pool: pool_workers(pool) for pool in POOLS}
     with app.app_context():
-        task_id = enqueue("demo.long_task", [], {"steps": 2000}, trigger="web",
-                          queue=f"pool-{pool}")
-    wait_for_state(app, task_id, "running")
-    process = wait_for(lambda: _process_of(app, task_id), message="the run's process")
+        runs = {pool: enqueue("demo.long_task", [], {"steps": 2000}, trigger="web",
+                              queue=f"pool-{pool}") for pool in POOLS}
+    processes = {}
+    for pool, task_id in runs.items():
+        wait_for_state(app, task_id, "running")
+        processes[pool] = wait_for(lambda: _process_of(app, task_id),
+                                   message=f"the {pool} run's process")
     killed_at = time.monotonic()
-    os.kill(process.pid, signal.SIGKILL)  # the pool child, or the worker itself
-    if process.kind == "main":
-        worker.proc.wait(timeout=30)
-    lost = wait_for(lambda: _sweep(app), timeout=LOST_AFTER_S + 30, interval=1.0,
-                    message="the sweep to mark the run lost")
+    for pool, process in processes.items():
+        os.kill(process.pid, signal.SIGKILL)
+        if process.kind == "main":
+            workers[pool].proc.wait(timeout=30)
+    lost: set[int] = set()
+
+    def all_lost() -> bool:
+        lost.update(_sweep(app))
+        return len(lost) == len(runs)
+
+    wait_for(all_lost, timeout=LOST_AFTER_S + 30, interval=1.0,
+             message="the sweep to mark every run lost")
     # Not before its time: the last heartbeat came at most HEARTBEAT_S (2 s) before the kill.
     assert time.monotonic() - killed_at >= LOST_AFTER_S - 3
-    run = load_run(app, task_id)
-    assert run.id in lost and run.state == "lost"
-    assert f"pid {process.pid} not seen for" in run.events[-1].message
+    for pool, task_id in runs.items():
+        run = load_run(app, task_id)
+        assert run.id in lost and run.state == "lost", (pool, run.state)
+        assert f"pid {processes[pool].pid} not seen for" in run.events[-1].message
 
 
 def test_a_repeatable_run_whose_worker_died_runs_again(app, services, smtp, pool_workers,
