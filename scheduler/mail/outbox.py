@@ -241,9 +241,9 @@ def _describe(exc: Exception) -> str:
 
 class _TimedConnection(Connection):
     """Flask-Mail's SMTP connection with a timeout on its own socket. Flask-Mail opens
-    smtplib.SMTP without one, so a silent server would hang the worker; the process-wide
-    socket.setdefaulttimeout is no fix under the threads and gevent pools, where one sender's
-    restore leaves another's connection without a timeout."""
+    smtplib.SMTP without one, so a silent server would hang the worker; changing the
+    process-wide default timeout is no fix under the threads and gevent pools, where one
+    sender's restore leaves another's connection without a timeout."""
 
     def __init__(self, state, timeout_s: float) -> None:
         super().__init__(state)
