@@ -217,7 +217,10 @@ def _held_by_live_workers(client: redis.Redis, keys: broker.Keys, candidates: li
     tags = sorted({tag for found in unacked.values() for tag in found})
     if not tags:
         return set()
-    delivered = dict(zip(tags, client.zmscore(keys.unacked_index, tags)))
+    with client.pipeline(transaction=False) as pipe:  # ZSCOREs, not ZMSCORE (Redis 6.2+)
+        for tag in tags:
+            pipe.zscore(keys.unacked_index, tag)
+        delivered = dict(zip(tags, pipe.execute()))
     config = current_app.config
     live = db.session.execute(text("""
         SELECT extract(epoch FROM started_at) AS started, holds,
